@@ -1,0 +1,13 @@
+"""Where each stage writes; dvc.yaml declares the same paths as outs, metrics and plots."""
+
+from pathlib import Path
+
+SAMPLE_DIR = Path("data/sample")
+PROCESSED = Path("data/processed")
+MANIFESTS = {name: PROCESSED / f"{name}.csv" for name in ("train", "val", "test")}
+SPLIT_SUMMARY = PROCESSED / "split_summary.json"
+MODEL_DIR = Path("models/model")
+RUN_INFO = Path("models/mlflow_run.json")
+METRICS = Path("metrics")
+PLOTS = Path("plots")
+REPORTS = Path("reports")

@@ -1,0 +1,46 @@
+"""Stage `split`: check every image under data.dir and write train/val/test manifests."""
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from aivsreal.logs import setup_logging
+from aivsreal.params import Params
+from aivsreal.split import DatasetError, scan_dataset, split_counts, split_manifest
+from aivsreal.training import write_manifest
+from pipeline.paths import MANIFESTS, METRICS, SPLIT_SUMMARY
+
+log = logging.getLogger("pipeline.split")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = Params.load(args.params)
+    fractions = {"train": params.split.train, "val": params.split.val, "test": params.split.test}
+    try:
+        records, rejected = scan_dataset(Path(params.data.dir), params.data.class_names, params.split.max_pixels)
+        splits = split_manifest(records, fractions, params.split.seed)
+    except DatasetError as error:
+        sys.exit(f"split: {error}")
+    for name, rows in splits.items():
+        write_manifest(MANIFESTS[name], rows)
+    counts = split_counts(splits, rejected)
+    summary = {"data_dir": params.data.dir, "counts": counts, "rejected": [asdict(r) for r in rejected]}
+    SPLIT_SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
+    METRICS.mkdir(exist_ok=True)
+    (METRICS / "split.json").write_text(json.dumps(counts, indent=2) + "\n")
+    for name in MANIFESTS:
+        log.info("%-5s %s", name, counts[name])
+    for r in rejected:
+        log.warning("left out %s: %s", r.path, r.reason)
+    log.info("%d images kept, %d left out (listed in %s)", counts["total_kept"], len(rejected), SPLIT_SUMMARY)
+
+
+if __name__ == "__main__":
+    main()

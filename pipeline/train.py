@@ -1,0 +1,114 @@
+"""Stage `train`: fit ResNet18 on the train split, log one MLflow run, register the model."""
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import sys
+
+import mlflow
+import pandas as pd
+
+from aivsreal import tracking
+from aivsreal.logs import setup_logging
+from aivsreal.model import WeightsUnavailableError, save_model
+from aivsreal.params import Params
+from aivsreal.serving import encode_image, signature
+from aivsreal.training import read_manifest, train
+from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO
+
+log = logging.getLogger("pipeline.train")
+
+
+def data_hash() -> str:
+    """Hash of the three manifests: paths, labels and content hashes of every image."""
+    digest = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        digest.update(MANIFESTS[name].read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    params = Params.load(args.params)
+    root = tracking.project_root()
+    uri = tracking.configure_tracking(params.mlflow.tracking_uri, root)
+    try:
+        tracking.check_tracking_store(uri)  # before any training time is spent
+    except RuntimeError as error:
+        sys.exit(f"train: {error}")
+    train_rows, val_rows = read_manifest(MANIFESTS["train"]), read_manifest(MANIFESTS["val"])
+
+    experiment_id = tracking.experiment_id(params.mlflow.experiment, root)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        mlflow.log_params(params.flat())
+        mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train"})
+        try:
+            result = train(params, train_rows, val_rows, on_epoch=lambda row: _log_epoch(row))
+        except WeightsUnavailableError as error:
+            sys.exit(f"train: {error}")
+        weights_used = result.config.pretrained_used
+        mlflow.log_param("pretrained_used", weights_used)
+        mlflow.set_tag("pretrained_used", weights_used)
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": _best(result, "val_loss")})
+
+        save_model(result.model, result.config, MODEL_DIR)
+        example = pd.DataFrame({"image": [encode_image(open(val_rows[0]["path"], "rb").read())]})
+        info = tracking.log_pyfunc_model(
+            MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model
+        )
+        version = str(info.registered_model_version)
+
+    best = result.history[result.best_epoch - 1]
+    METRICS.mkdir(exist_ok=True)
+    (METRICS / "train.json").write_text(
+        json.dumps(
+            {
+                "best_epoch": result.best_epoch,
+                "epochs_run": len(result.history),
+                "stopped_early": result.stopped_early,
+                "best_val_loss": best["val_loss"],
+                "best_val_accuracy": best["val_accuracy"],
+                "train_accuracy_at_best": best["train_accuracy"],
+                "pretrained_used": weights_used,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+    PLOTS.mkdir(exist_ok=True)
+    with open(PLOTS / "train_history.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(result.history[0]))
+        writer.writeheader()
+        writer.writerows(result.history)
+    tracking.write_run_info(
+        RUN_INFO,
+        {
+            "run_id": run.info.run_id,
+            "experiment_id": experiment_id,
+            "registered_model": params.mlflow.registered_model,
+            "model_version": version,
+            "model_uri": f"models:/{params.mlflow.registered_model}/{version}",
+            "logged_model_uri": info.model_uri,
+        },
+    )
+    log.info(
+        "run %s: best epoch %d, val accuracy %.3f; registered %s version %s",
+        run.info.run_id, result.best_epoch, best["val_accuracy"], params.mlflow.registered_model, version,
+    )  # fmt: skip
+
+
+def _log_epoch(row: dict) -> None:
+    mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+def _best(result, key: str) -> float:
+    return result.history[result.best_epoch - 1][key]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""ResNet18 with a small MLP head, the pretrained-weights policy, and the saved model format.
+
+A saved model is a folder with `weights.pt` (a state_dict, loaded with weights_only=True)
+and `config.json` (everything needed to rebuild the network and its preprocessing).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from aivsreal.images import DEFAULT_MAX_PIXELS
+from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "weights.pt"
+CONFIG_FILE = "config.json"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights were asked for and cannot be had."""
+
+
+@dataclass
+class ModelConfig:
+    """Travels with the weights: the network shape and its exact preprocessing."""
+
+    class_names: list[str]
+    hidden: int
+    dropout: float
+    image_size: int
+    resize: int
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    threshold: float = 0.5  # p(first class) at or above which the first class is predicted
+    temperature: float = 1.0  # logits are divided by it before the softmax
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    pretrained_used: str = "none"
+    arch: str = "resnet18"
+
+    def eval_transform(self):
+        return build_transforms(self.image_size, self.resize, train=False, mean=tuple(self.mean), std=tuple(self.std))
+
+
+def build_head(in_features: int, hidden: int, dropout: float, n_classes: int) -> nn.Sequential:
+    """Linear -> ReLU -> Dropout -> Linear: logits, no softmax (CrossEntropyLoss applies it)."""
+    return nn.Sequential(
+        nn.Linear(in_features, hidden),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+def build_model(n_classes: int, hidden: int, dropout: float, pretrained: str = "none") -> tuple[nn.Module, str]:
+    """ResNet18 with our head; returns (model, what weights were really loaded)."""
+    model = resnet18(weights=None)
+    used = load_backbone_weights(model, pretrained)
+    model.fc = build_head(model.fc.in_features, hidden, dropout, n_classes)
+    return model, used
+
+
+def load_backbone_weights(model: nn.Module, pretrained: str) -> str:
+    """Apply the `model.pretrained` policy; the returned string is recorded, never assumed."""
+    if pretrained == "none":
+        return "none"
+    if pretrained in ("imagenet", "auto"):
+        try:
+            state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
+        except Exception as error:  # no network, no cache, proxy: all mean "cannot be had"
+            if pretrained == "imagenet":
+                raise WeightsUnavailableError(
+                    f"ImageNet weights for ResNet18 could not be downloaded or found in the torch cache "
+                    f"({torch.hub.get_dir()}): {error}. Set model.pretrained to a local weights file or none."
+                ) from error
+            message = (
+                "ImageNet weights are not available (offline, and not in the torch cache "
+                f"{torch.hub.get_dir()}): TRAINING FROM SCRATCH (model.pretrained=auto fell back to none)"
+            )
+            log.warning(message)
+            return "none (imagenet unavailable)"
+        model.load_state_dict(state)
+        return "imagenet:IMAGENET1K_V1"
+    path = Path(pretrained)
+    if not path.is_file():
+        raise WeightsUnavailableError(
+            f"model.pretrained={pretrained!r} is neither auto, imagenet, none nor an existing weights file"
+        )
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    missing = [k for k in missing if not k.startswith("fc.")]
+    if missing or unexpected:
+        raise WeightsUnavailableError(
+            f"{path} does not fit ResNet18: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return f"file:{path}"
+
+
+def set_trainable(model: nn.Module, finetune: str) -> list[nn.Parameter]:
+    """Freeze what `train.finetune` says stays fixed; return the parameters to optimise."""
+    trainable_prefixes = {"head": ("fc.",), "layer4": ("fc.", "layer4."), "all": ("",)}[finetune]
+    params = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad = name.startswith(trainable_prefixes)
+        if parameter.requires_grad:
+            params.append(parameter)
+    return params
+
+
+def frozen_modules_to_eval(model: nn.Module, finetune: str) -> None:
+    """Frozen BatchNorm layers keep their statistics: put untouched parts in eval mode."""
+    if finetune == "all":
+        return
+    keep_training = {"head": ("fc",), "layer4": ("fc", "layer4")}[finetune]
+    for name, child in model.named_children():
+        if name not in keep_training:
+            child.eval()
+
+
+def save_model(model: nn.Module, config: ModelConfig, folder: Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / WEIGHTS_FILE)
+    (folder / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+
+def load_saved_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
+    """Rebuild the network from a saved folder: the same code path for every consumer."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not config_path.is_file() or not weights_path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}): run `dvc repro` to train one"
+        )
+    config = ModelConfig(**json.loads(config_path.read_text()))
+    model, _ = build_model(len(config.class_names), config.hidden, config.dropout, pretrained="none")
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    model.eval()
+    return model, config

@@ -1,0 +1,182 @@
+"""Typed, validated access to params.yaml.
+
+`Params.load("params.yaml")` is the only place the YAML is read. Every section is a
+frozen dataclass; an unknown key, a missing key or a wrong type is an error naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """params.yaml does not match what the pipeline expects."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParams:
+    dir: str
+    class_names: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleParams:
+    n_per_class: int
+    size: int
+    components: int
+    noise_std: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitParams:
+    train: float
+    val: float
+    test: float
+    seed: int
+    max_pixels: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    pretrained: str
+    hidden: int
+    dropout: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+    finetune: str
+    optimizer: str
+    lr: float
+    weight_decay: float
+    epochs: int
+    patience: int
+    batch_size: int
+    image_size: int
+    resize: int
+    train_fraction: float
+    class_weights: bool
+    hflip: bool
+    random_crop: bool
+    num_workers: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateParams:
+    min_accuracy: float
+    min_roc_auc: float
+    batch_size: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportParams:
+    title: str
+    seed_accuracy: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MlflowParams:
+    tracking_uri: str
+    experiment: str
+    registered_model: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Params:
+    data: DataParams
+    sample: SampleParams
+    split: SplitParams
+    model: ModelParams
+    train: TrainParams
+    evaluate: EvaluateParams
+    report: ReportParams
+    mlflow: MlflowParams
+
+    @classmethod
+    def load(cls, path: str | Path = "params.yaml") -> Params:
+        path = Path(path)
+        if not path.is_file():
+            raise ParamsError(f"{path} not found: run from the project root or pass --params")
+        raw = yaml.safe_load(path.read_text()) or {}
+        params = _build(cls, raw, "")
+        params.validate()
+        return params
+
+    def validate(self) -> None:
+        """Checks that span several keys; single-key types are checked on load."""
+        fractions = (self.split.train, self.split.val, self.split.test)
+        if any(f <= 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+            raise ParamsError(f"split.train/val/test must be positive and sum to 1, got {fractions}")
+        if len(set(self.data.class_names)) != len(self.data.class_names) or len(self.data.class_names) < 2:
+            raise ParamsError(f"data.class_names needs two or more distinct names, got {self.data.class_names}")
+        if self.train.finetune not in ("head", "layer4", "all"):
+            raise ParamsError(f"train.finetune must be head, layer4 or all, got {self.train.finetune!r}")
+        if self.train.optimizer not in ("adam", "adamw"):
+            raise ParamsError(f"train.optimizer must be adam or adamw, got {self.train.optimizer!r}")
+        if not 0 < self.train.train_fraction <= 1:
+            raise ParamsError(f"train.train_fraction must be in (0, 1], got {self.train.train_fraction}")
+        if self.train.resize and self.train.resize < self.train.image_size:
+            raise ParamsError(
+                f"train.resize ({self.train.resize}) is smaller than train.image_size "
+                f"({self.train.image_size}): set resize >= image_size, or 0 to crop without resizing"
+            )
+        if not 0 <= self.model.dropout < 1:
+            raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
+
+    def flat(self) -> dict[str, object]:
+        """`{"train.lr": 0.001, ...}`, as logged to MLflow."""
+        flat: dict[str, object] = {}
+        for section, values in dataclasses.asdict(self).items():
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value
+        return flat
+
+
+def _build(cls: type, raw: object, where: str):
+    """Build dataclass `cls` from `raw`, naming the offending key on any mismatch."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where or 'params.yaml'} must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ParamsError(f"unknown key {_join(where, unknown[0])} in params.yaml (known: {sorted(names)})")
+    missing = sorted(names - set(raw))
+    if missing:
+        raise ParamsError(f"missing key {_join(where, missing[0])} in params.yaml")
+    values = {}
+    for name in names:
+        key = _join(where, name)
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            values[name] = _build(hint, raw[name], key)
+        else:
+            values[name] = _check(hint, raw[name], key)
+    return cls(**values)
+
+
+def _check(hint: object, value: object, key: str) -> object:
+    origin = typing.get_origin(hint)
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, list):
+            raise ParamsError(f"{key} must be a list, got {value!r}")
+        return [_check(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        raise ParamsError(f"{key}: union types are not supported")  # pragma: no cover - schema bug
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, bool) or not isinstance(value, hint):
+        raise ParamsError(f"{key} must be {hint.__name__}, got {value!r}")
+    return value
+
+
+def _join(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name

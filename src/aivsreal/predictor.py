@@ -1,0 +1,73 @@
+"""Batch prediction with a saved model: used by evaluate, the CLI, the pyfunc server and the app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from aivsreal.images import load_image
+from aivsreal.model import CONFIG_FILE, ModelConfig, load_saved_model
+
+
+class Predictor:
+    """A trained network plus the preprocessing it was trained with."""
+
+    def __init__(self, model: torch.nn.Module, config: ModelConfig):
+        self.model = model.eval()
+        self.config = config
+        self.transform = config.eval_transform()
+
+    @classmethod
+    def from_dir(cls, folder: str | Path) -> Predictor:
+        return cls(*load_saved_model(Path(folder)))
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.config.class_names)
+
+    def load(self, source: str | Path | bytes) -> Image.Image:
+        """Decode with the same limits the model was trained under."""
+        return load_image(source, max_pixels=self.config.max_pixels)
+
+    @torch.inference_mode()
+    def predict_proba(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (n_images, n_classes), temperature applied."""
+        chunks = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.transform(image) for image in images[start : start + batch_size]])
+            logits = self.model(batch) / self.config.temperature
+            chunks.append(torch.softmax(logits, dim=1).numpy())
+        if not chunks:
+            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+        return np.concatenate(chunks).astype(np.float64)
+
+    def labels(self, probabilities: np.ndarray) -> list[str]:
+        """Two classes: the first (AI) at or above the threshold; more classes: the most likely."""
+        names = self.class_names
+        if len(names) == 2:
+            return [names[0] if p[0] >= self.config.threshold else names[1] for p in probabilities]
+        return [names[i] for i in probabilities.argmax(axis=1)]
+
+    def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
+        """[{"label": ..., "p_ai": ..., "p_real": ...}, ...] in input order."""
+        probabilities = self.predict_proba(images, batch_size)
+        return [
+            {"label": label, **{f"p_{name}": float(p) for name, p in zip(self.class_names, row)}}
+            for label, row in zip(self.labels(probabilities), probabilities)
+        ]
+
+
+def load_predictor(source: str | Path) -> Predictor:
+    """A local saved-model folder, or any MLflow model URI (models:/ai-vs-real@champion, runs:/...)."""
+    if Path(source).is_dir() and (Path(source) / CONFIG_FILE).is_file():
+        return Predictor.from_dir(source)
+    import mlflow.pyfunc  # only when a registry is involved: keeps plain use light
+
+    from aivsreal.tracking import configure_tracking
+
+    configure_tracking()
+    pyfunc = mlflow.pyfunc.load_model(str(source))
+    return pyfunc.unwrap_python_model().predictor

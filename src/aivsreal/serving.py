@@ -1,0 +1,80 @@
+"""The MLflow pyfunc model: base64 image bytes in, label and class probabilities out.
+
+Logged as "models from code" (mlflow_model.py), so nothing is pickled: the artifacts are
+the state_dict and config.json written by the train stage.
+
+Request: a string column `image` holding base64-encoded image files (JPEG, PNG, WebP...).
+Response: per image, `label` and `p_<class>` for each class.
+A request with any bad image is rejected as a whole with a 400 naming the first bad row.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models.signature import ModelSignature
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.types import ColSpec, Schema
+
+from aivsreal.images import BadImageError
+from aivsreal.predictor import Predictor
+
+INPUT_COLUMN = "image"
+MAX_IMAGES_PER_REQUEST = 256
+
+
+def signature(class_names: list[str]) -> ModelSignature:
+    outputs = [ColSpec("string", "label")] + [ColSpec("double", f"p_{name}") for name in class_names]
+    return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]), outputs=Schema(outputs))
+
+
+def encode_image(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def decode_image_field(value: object, row: int) -> bytes:
+    """A base64 string (or already-decoded bytes) -> raw file bytes, or a 400 naming the row."""
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"row {row}: `{INPUT_COLUMN}` must be a non-empty base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"row {row}: `{INPUT_COLUMN}` is not valid base64") from None
+
+
+def bad_request(message: str) -> MlflowException:
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class AiVsRealModel(mlflow.pyfunc.PythonModel):
+    """Wraps Predictor; holds no torch state until load_context runs."""
+
+    predictor: Predictor
+
+    def load_context(self, context) -> None:
+        self.predictor = Predictor.from_dir(Path(context.artifacts["config"]).parent)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
+        if not isinstance(model_input, pd.DataFrame) or INPUT_COLUMN not in model_input.columns:
+            found = list(model_input.columns) if isinstance(model_input, pd.DataFrame) else type(model_input).__name__
+            raise bad_request(f"expected a column `{INPUT_COLUMN}` of base64-encoded image files, got {found}")
+        values = model_input[INPUT_COLUMN].tolist()
+        if not values:
+            raise bad_request("the request holds no images")
+        if len(values) > MAX_IMAGES_PER_REQUEST:
+            raise bad_request(f"{len(values)} images in one request; send at most {MAX_IMAGES_PER_REQUEST}")
+        images = []
+        for row, value in enumerate(values):
+            data = decode_image_field(value, row)
+            try:
+                images.append(self.predictor.load(data))
+            except BadImageError as error:
+                raise bad_request(f"row {row}: {error}") from None
+        return pd.DataFrame(self.predictor.predict_records(images))

@@ -1,0 +1,147 @@
+"""Scan a class-per-folder image tree and split it into train/val/test manifests.
+
+Manifests list files (path, label, sha256), they never copy images. Files with the same
+content hash always land in the same split, so a duplicate cannot leak from train to test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from aivsreal.images import BadImageError, list_image_files, load_image
+
+SPLITS = ("train", "val", "test")
+
+
+class DatasetError(ValueError):
+    """The data folder cannot be split: missing or empty class folder, too few images."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str
+    label: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    path: str
+    label: str
+    reason: str
+
+
+def scan_dataset(
+    data_dir: Path, class_names: list[str], max_pixels: int, root: Path | None = None
+) -> tuple[list[ImageRecord], list[Rejected]]:
+    """Read every file under data_dir/<class>/, keeping those that decode as images."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(
+            f"data folder {data_dir} does not exist: put one sub-folder per class "
+            f"({', '.join(class_names)}) there, or set data.dir in params.yaml"
+        )
+    records: list[ImageRecord] = []
+    rejected: list[Rejected] = []
+    for label in class_names:
+        folder = data_dir / label
+        if not folder.is_dir():
+            raise DatasetError(f"class folder {folder} is missing: create it and put {label!r} images there")
+        candidates, skipped = list_image_files(folder)
+        rejected += [Rejected(_display(p, root), label, reason) for p, reason in skipped]
+        for path in tqdm(candidates, desc=f"checking {label}", unit="img", leave=False, disable=None):
+            shown = _display(path, root)
+            try:
+                content = path.read_bytes()
+                load_image(content, max_pixels=max_pixels)
+            except BadImageError as error:
+                rejected.append(Rejected(shown, label, str(error)))
+                continue
+            except OSError as error:
+                rejected.append(Rejected(shown, label, f"cannot read file: {error.strerror or error}"))
+                continue
+            records.append(ImageRecord(shown, label, hashlib.sha256(content).hexdigest()))
+        if not any(r.label == label for r in records):
+            raise DatasetError(
+                f"class folder {folder} has no usable images ({len(candidates)} files tried, "
+                f"{sum(r.label == label for r in rejected)} rejected): add images or fix data.dir"
+            )
+    return _drop_cross_class_duplicates(records, rejected)
+
+
+def _drop_cross_class_duplicates(
+    records: list[ImageRecord], rejected: list[Rejected]
+) -> tuple[list[ImageRecord], list[Rejected]]:
+    """The same bytes filed under two classes have no true label: leave them all out."""
+    labels_by_hash: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        labels_by_hash[record.sha256].add(record.label)
+    conflicting = {h for h, labels in labels_by_hash.items() if len(labels) > 1}
+    kept = [r for r in records if r.sha256 not in conflicting]
+    rejected = rejected + [
+        Rejected(r.path, r.label, "same content appears under another class")
+        for r in records
+        if r.sha256 in conflicting
+    ]
+    return kept, rejected
+
+
+def split_manifest(
+    records: list[ImageRecord], fractions: dict[str, float], seed: int
+) -> dict[str, list[ImageRecord]]:
+    """Stratified, deterministic split by content hash: duplicates stay together."""
+    splits: dict[str, list[ImageRecord]] = {name: [] for name in SPLITS}
+    by_label: dict[str, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
+    for record in sorted(records, key=lambda r: (r.label, r.sha256, r.path)):
+        by_label[record.label][record.sha256].append(record)
+    for label in sorted(by_label):
+        groups = sorted(by_label[label])  # hashes, sorted so the order does not depend on disk order
+        random.Random(f"{seed}-{label}").shuffle(groups)
+        counts = _split_counts(len(groups), fractions)
+        if min(counts.values()) == 0:
+            needed = max(round(1 / min(fractions.values())), len(SPLITS))
+            raise DatasetError(
+                f"class {label!r} has {len(groups)} distinct usable images; the split needs at least "
+                f"{needed} so that every split ({', '.join(SPLITS)}) gets one: add images"
+            )
+        start = 0
+        for name in SPLITS:
+            for sha in groups[start : start + counts[name]]:
+                splits[name].extend(by_label[label][sha])
+            start += counts[name]
+    return splits
+
+
+def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Largest-remainder rounding so the counts add up to n exactly."""
+    exact = {name: n * fractions[name] for name in SPLITS}
+    counts = {name: int(value) for name, value in exact.items()}
+    by_remainder = sorted(SPLITS, key=lambda name: (-(exact[name] - counts[name]), SPLITS.index(name)))
+    for name in by_remainder[: n - sum(counts.values())]:
+        counts[name] += 1
+    return counts
+
+
+def split_counts(splits: dict[str, list[ImageRecord]], rejected: list[Rejected]) -> dict:
+    """Counts per split and class, as the DVC metric `metrics/split.json`."""
+    counts: dict = {name: dict(Counter(r.label for r in records)) for name, records in splits.items()}
+    counts["rejected"] = dict(Counter(r.label for r in rejected))
+    counts["total_kept"] = sum(len(records) for records in splits.values())
+    counts["total_rejected"] = len(rejected)
+    return counts
+
+
+def _display(path: Path, root: Path | None) -> str:
+    """Path as written in the manifest: relative inside the project (portable), else absolute."""
+    root = (Path.cwd() if root is None else root).absolute()
+    path = Path(os.path.abspath(path))
+    if path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    return path.as_posix()

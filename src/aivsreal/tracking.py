@@ -1,0 +1,140 @@
+"""MLflow at the edges: where the store is, one run per training, the model and its registry alias.
+
+The store defaults to `sqlite:///mlflow.db` in the project root with artifacts in
+`mlartifacts/`; MLFLOW_TRACKING_URI overrides both, so a team server needs no code change.
+Relative locations are made absolute against the *project* root, also when DVC runs the
+stage in a temporary copy (`dvc exp run --temp` / `--queue` work in .dvc/tmp/exps/...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+
+import mlflow
+from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+ARTIFACTS_DIR = "mlartifacts"
+CHAMPION = "champion"
+
+
+def project_root(start: Path | None = None) -> Path:
+    """The user's project folder, seen through a DVC experiment's temporary copy if needed."""
+    here = (start or Path.cwd()).resolve()
+    parts = here.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return here
+
+
+def resolve_tracking_uri(configured: str = DEFAULT_TRACKING_URI, root: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI if set, else `configured`; relative sqlite/file paths made absolute."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
+    root = root or project_root()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(root / uri[len('sqlite:///'):]).resolve()}"
+    if "://" not in uri:  # a plain folder: MLflow's file store
+        return (root / uri).resolve().as_uri()
+    return uri
+
+
+def configure_tracking(configured: str = DEFAULT_TRACKING_URI, root: Path | None = None) -> str:
+    """Point this process's MLflow client at the store; returns the absolute URI."""
+    uri = resolve_tracking_uri(configured, root)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def check_tracking_store(uri: str) -> None:
+    """Fail before training starts when the store cannot be reached."""
+    try:
+        MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as error:
+        raise RuntimeError(
+            f"MLflow tracking store {uri} is not reachable ({type(error).__name__}: {str(error)[:200]}). "
+            "Start the server or unset MLFLOW_TRACKING_URI to use the local sqlite store."
+        ) from error
+
+
+def experiment_id(name: str, root: Path | None = None) -> str:
+    """Get or create the experiment; a new local one keeps artifacts in <project>/mlartifacts."""
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if mlflow.get_tracking_uri().startswith("sqlite:"):
+        location = ((root or project_root()) / ARTIFACTS_DIR).resolve().as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def git_commit(root: Path | None = None) -> str:
+    """HEAD's commit, with `-dirty` when tracked files differ from it; `unknown` outside git."""
+    cwd = root or Path.cwd()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model: str):
+    """Log the saved model folder as a models-from-code pyfunc and register a new version."""
+    import aivsreal
+    from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE
+
+    package = Path(aivsreal.__file__).parent
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(package / "mlflow_model.py"),
+        artifacts={"weights": str(model_dir / WEIGHTS_FILE), "config": str(model_dir / CONFIG_FILE)},
+        code_paths=[str(package)],
+        signature=signature,
+        input_example=input_example,
+        registered_model_name=registered_model,
+        pip_requirements=_pip_requirements(),
+    )
+
+
+def _pip_requirements() -> list[str]:
+    """What a served copy of the model needs; versions match the training environment."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "torchvision", "mlflow", "pillow", "pandas", "numpy")]
+
+
+def write_run_info(path: Path, info: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(info, indent=2) + "\n")
+
+
+def read_run_info(path: Path) -> dict:
+    """The train stage's run; fails clearly if the store no longer has it."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`)")
+    info = json.loads(path.read_text())
+    try:
+        MlflowClient().get_run(info["run_id"])
+    except Exception as error:
+        raise RuntimeError(
+            f"run {info['run_id']} recorded in {path} is not in the tracking store {mlflow.get_tracking_uri()}: "
+            "the store was moved or MLFLOW_TRACKING_URI changed. Re-train with `dvc repro --force train`."
+        ) from error
+    return info
+
+
+def set_alias(registered_model: str, version: str, alias: str = CHAMPION) -> None:
+    MlflowClient().set_registered_model_alias(registered_model, alias, str(version))

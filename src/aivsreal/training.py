@@ -1,0 +1,197 @@
+"""The training loop: manifests in, best-on-validation model and per-epoch history out."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from aivsreal.images import load_image
+from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, set_trainable
+from aivsreal.params import Params
+from aivsreal.transforms import build_transforms
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FIELDS = ("path", "label", "sha256")
+
+
+def seed_everything(seed: int) -> None:
+    """One seed for Python, NumPy and torch; deterministic kernels on the CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def write_manifest(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(MANIFEST_FIELDS)
+        for row in rows:
+            writer.writerow([row.path, row.label, row.sha256])
+
+
+def read_manifest(path: Path) -> list[dict[str, str]]:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"manifest {path} not found: run the split stage first (`dvc repro split`)")
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+class ManifestDataset(Dataset):
+    """Images listed in a manifest, decoded by the shared `load_image`."""
+
+    def __init__(self, rows: list[dict[str, str]], class_names: list[str], transform, max_pixels: int):
+        self.paths = [row["path"] for row in rows]
+        self.targets = [class_names.index(row["label"]) for row in rows]
+        self.transform = transform
+        self.max_pixels = max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        image = load_image(self.paths[index], max_pixels=self.max_pixels)
+        return self.transform(image), self.targets[index]
+
+
+def subsample(rows: list[dict[str, str]], fraction: float, seed: int) -> list[dict[str, str]]:
+    """A stratified fraction of the rows (train.train_fraction), the same for a seed."""
+    if fraction >= 1:
+        return rows
+    rng = random.Random(seed)
+    kept = []
+    for label in sorted({row["label"] for row in rows}):
+        members = [row for row in rows if row["label"] == label]
+        kept += rng.sample(members, max(1, round(len(members) * fraction)))
+    return kept
+
+
+def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, normalised so that balanced data gets all ones."""
+    counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
+    weights = len(targets) / (n_classes * np.maximum(counts, 1))
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    config: ModelConfig
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+
+
+def train(
+    params: Params,
+    train_rows: list[dict[str, str]],
+    val_rows: list[dict[str, str]],
+    on_epoch: Callable[[dict], None] | None = None,
+) -> TrainResult:
+    """Train with the params; keep the epoch with the lowest validation loss."""
+    p, class_names = params.train, params.data.class_names
+    seed_everything(p.seed)
+    model, weights_used = build_model(len(class_names), params.model.hidden, params.model.dropout, params.model.pretrained)
+    trainable = set_trainable(model, p.finetune)
+    optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
+    optimizer = optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)
+
+    train_rows = subsample(train_rows, p.train_fraction, p.seed)
+    train_tf = build_transforms(p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop)
+    eval_tf = build_transforms(p.image_size, p.resize, train=False)
+    max_pixels = params.split.max_pixels
+    train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels)
+    val_set = ManifestDataset(val_rows, class_names, eval_tf, max_pixels)
+    loader_args = {"batch_size": p.batch_size, "num_workers": p.num_workers, "persistent_workers": p.num_workers > 0}
+    train_loader = DataLoader(
+        train_set, shuffle=True, generator=torch.Generator().manual_seed(p.seed), drop_last=False, **loader_args
+    )
+    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+
+    weights = class_weights(train_set.targets, len(class_names)) if p.class_weights else None
+    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    config = ModelConfig(
+        class_names=list(class_names),
+        hidden=params.model.hidden,
+        dropout=params.model.dropout,
+        image_size=p.image_size,
+        resize=p.resize,
+        max_pixels=max_pixels,
+        pretrained_used=weights_used,
+    )
+    log.info("training on %d images, validating on %d; weights: %s", len(train_set), len(val_set), weights_used)
+
+    result = TrainResult(model=model, config=config)
+    best_loss, best_state, stale = float("inf"), None, 0
+    for epoch in range(1, p.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        frozen_modules_to_eval(model, p.finetune)
+        train_loss, train_correct, seen = 0.0, 0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=None)
+        for inputs, targets in bar:
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(inputs)
+            loss = loss_fn(logits, targets)
+            loss.backward()
+            optimizer.step()
+            train_loss += loss.item() * len(targets)
+            train_correct += (logits.argmax(1) == targets).sum().item()
+            seen += len(targets)
+            bar.set_postfix(loss=f"{train_loss / seen:.4f}")
+        val_loss, val_accuracy = evaluate_loss(model, val_loader, loss_fn)
+        row = {
+            "epoch": epoch,
+            "train_loss": train_loss / seen,
+            "train_accuracy": train_correct / seen,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "seconds": time.perf_counter() - started,
+        }
+        result.history.append(row)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+            result.best_epoch = epoch
+        else:
+            stale += 1
+        log.info(
+            "epoch %d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs%s",
+            epoch, p.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_accuracy,
+            row["seconds"], "  *best" if improved else "",
+        )  # fmt: skip
+        if on_epoch:
+            on_epoch(row)
+        if stale >= p.patience:
+            log.info("early stopping: no better validation loss for %d epochs", p.patience)
+            result.stopped_early = True
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return result
+
+
+@torch.inference_mode()
+def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module) -> tuple[float, float]:
+    model.eval()
+    total_loss, correct, seen = 0.0, 0, 0
+    for inputs, targets in loader:
+        logits = model(inputs)
+        total_loss += loss_fn(logits, targets).item() * len(targets)
+        correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+    return total_loss / max(seen, 1), correct / max(seen, 1)

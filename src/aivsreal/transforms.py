@@ -1,0 +1,33 @@
+"""The one place that knows image size, crop and normalisation (timm's build_transforms idea)."""
+
+from __future__ import annotations
+
+from torchvision import transforms as T
+
+# ImageNet statistics: what the pretrained ResNet18 expects, and a fine default without it.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_transforms(
+    image_size: int,
+    resize: int,
+    train: bool,
+    hflip: bool = False,
+    random_crop: bool = False,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> T.Compose:
+    """PIL RGB image -> normalised tensor. `resize=0` crops at native resolution."""
+    steps: list = []
+    if resize:
+        steps.append(T.Resize(resize, antialias=True))
+    if train and random_crop:
+        # pad_if_needed: an image smaller than the crop is padded, not rejected
+        steps.append(T.RandomCrop(image_size, pad_if_needed=True, padding_mode="reflect"))
+    else:
+        steps.append(T.CenterCrop(image_size))
+    if train and hflip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    return T.Compose(steps)
