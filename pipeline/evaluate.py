@@ -48,7 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     matrix = confusion(truth, predicted, class_names)
     gate = {"min_accuracy": params.evaluate.min_accuracy, "min_roc_auc": params.evaluate.min_roc_auc}
     promoted = metrics["accuracy"] >= gate["min_accuracy"] and metrics["roc_auc"] >= gate["min_roc_auc"]
-    metrics |= {"threshold": predictor.config.threshold, "promoted": promoted, "model_version": run_info["model_version"]}
+    metrics |= {
+        "threshold": predictor.config.threshold,
+        "promoted": promoted,
+        "model_version": run_info["model_version"],
+    }
 
     METRICS.mkdir(exist_ok=True)
     (METRICS / "evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -46,9 +46,7 @@ def load_image(source: str | Path | bytes, max_pixels: int = DEFAULT_MAX_PIXELS)
             image = Image.open(stream)
             width, height = image.size
             if width * height > max_pixels:
-                raise BadImageError(
-                    f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}"
-                )
+                raise BadImageError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
             if width < 1 or height < 1:
                 raise BadImageError(f"image has no pixels ({width}x{height})")
             image.load()  # decodes everything: truncated and corrupt data fail here

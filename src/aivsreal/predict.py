@@ -1,8 +1,8 @@
 """Command-line predictor: label and class probabilities for image files.
 
-    python -m aivsreal.predict face1.jpg face2.png                      # models:/ai-vs-real@champion
-    python -m aivsreal.predict --model models/model face.jpg            # the train stage's output folder
-    python -m aivsreal.predict --model models:/ai-vs-real/3 --json *.png
+python -m aivsreal.predict face1.jpg face2.png                      # models:/ai-vs-real@champion
+python -m aivsreal.predict --model models/model face.jpg            # the train stage's output folder
+python -m aivsreal.predict --model models:/ai-vs-real/3 --json *.png
 """
 
 from __future__ import annotations

@@ -93,9 +93,7 @@ def _drop_cross_class_duplicates(
     return kept, rejected
 
 
-def split_manifest(
-    records: list[ImageRecord], fractions: dict[str, float], seed: int
-) -> dict[str, list[ImageRecord]]:
+def split_manifest(records: list[ImageRecord], fractions: dict[str, float], seed: int) -> dict[str, list[ImageRecord]]:
     """Stratified, deterministic split by content hash: duplicates stay together."""
     splits: dict[str, list[ImageRecord]] = {name: [] for name in SPLITS}
     by_label: dict[str, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))

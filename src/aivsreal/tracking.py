@@ -39,7 +39,7 @@ def resolve_tracking_uri(configured: str = DEFAULT_TRACKING_URI, root: Path | No
     uri = os.environ.get("MLFLOW_TRACKING_URI") or configured
     root = root or project_root()
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{(root / uri[len('sqlite:///'):]).resolve()}"
+        return f"sqlite:///{(root / uri[len('sqlite:///') :]).resolve()}"
     if "://" not in uri:  # a plain folder: MLflow's file store
         return (root / uri).resolve().as_uri()
     return uri

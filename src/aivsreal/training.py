@@ -105,7 +105,9 @@ def train(
     """Train with the params; keep the epoch with the lowest validation loss."""
     p, class_names = params.train, params.data.class_names
     seed_everything(p.seed)
-    model, weights_used = build_model(len(class_names), params.model.hidden, params.model.dropout, params.model.pretrained)
+    model, weights_used = build_model(
+        len(class_names), params.model.hidden, params.model.dropout, params.model.pretrained
+    )
     trainable = set_trainable(model, p.finetune)
     optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)

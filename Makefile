@@ -1,0 +1,46 @@
+# The README's commands. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Stage commands (`python -m pipeline.*`) and `mlflow models serve` need the venv first on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+MODEL  ?= models:/ai-vs-real@champion
+PORT   ?= 5001
+
+.DEFAULT_GOAL := help
+.PHONY: help setup pipeline test test-all lint serve ui app
+
+help:  ## list the commands
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+setup: $(BIN)/.installed  ## create .venv and install pinned requirements (once)
+
+pipeline: setup  ## set up, then run the whole DVC pipeline on data.dir (sample data by default)
+	dvc repro
+	dvc metrics show
+
+test: setup  ## set up, then run the test suite (unit + integration, no slow tests)
+	pytest -m "not slow"
+
+test-all: setup  ## every test, including slow ones (facebench data when present)
+	pytest
+
+lint: setup  ## ruff lint and format check
+	ruff check . && ruff format --check .
+
+serve: setup  ## serve the champion model on http://127.0.0.1:$(PORT) (MODEL=... to choose)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	  mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(PORT)
+
+ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the local tracking store
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
+
+app: setup  ## Streamlit web app on http://127.0.0.1:8501
+	streamlit run webapp/app.py --server.address 127.0.0.1

@@ -1,0 +1,175 @@
+"""The model factory, the pretrained-weights policy, freezing, and the saved model format."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from torchvision.models import resnet18
+
+from aivsreal.model import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    ModelConfig,
+    WeightsUnavailableError,
+    build_model,
+    load_saved_model,
+    save_model,
+    set_trainable,
+)
+
+IMAGENET_CACHED = (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists()
+needs_offline = pytest.mark.skipif(IMAGENET_CACHED, reason="ImageNet weights are in the torch cache")
+
+
+def test_head_is_linear_relu_dropout_linear_without_softmax():
+    model, used = build_model(2, hidden=16, dropout=0.25, pretrained="none")
+    assert used == "none"
+    head = list(model.fc)
+    assert [type(layer) for layer in head] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
+    assert (head[0].in_features, head[0].out_features) == (512, 16)
+    assert head[2].p == 0.25
+    assert (head[3].in_features, head[3].out_features) == (16, 2)
+    assert not any(isinstance(m, nn.Softmax | nn.LogSoftmax) for m in model.modules())
+
+
+def test_model_outputs_raw_logits():
+    model, _ = build_model(2, hidden=8, dropout=0.0, pretrained="none")
+    with torch.no_grad():
+        model.fc[3].weight.zero_()
+        model.fc[3].bias.copy_(torch.tensor([-5.0, 3.0]))
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 2)
+    # whatever the input, the output is the last layer's bias: no softmax squashes it into [0, 1]
+    torch.testing.assert_close(out, torch.tensor([[-5.0, 3.0]]).expand(3, 2))
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_number_of_outputs_follows_the_classes(n_classes):
+    model, _ = build_model(n_classes, hidden=8, dropout=0.0)
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, n_classes)
+
+
+@needs_offline
+def test_imagenet_weights_offline_raise_with_advice():
+    with pytest.raises(WeightsUnavailableError, match="model.pretrained"):
+        build_model(2, hidden=8, dropout=0.0, pretrained="imagenet")
+
+
+@needs_offline
+def test_auto_weights_offline_fall_back_to_none_loudly(caplog):
+    with caplog.at_level(logging.WARNING, logger="aivsreal.model"):
+        _, used = build_model(2, hidden=8, dropout=0.0, pretrained="auto")
+    assert used == "none (imagenet unavailable)"
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "aivsreal.model"]
+    assert warnings and "FROM SCRATCH" in warnings[0].getMessage()
+
+
+@pytest.fixture
+def resnet_weights_file(tmp_path) -> tuple[Path, dict]:
+    torch.manual_seed(123)
+    state = resnet18(weights=None).state_dict()
+    path = tmp_path / "resnet18_local.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def test_local_weights_file_loads_into_the_backbone(resnet_weights_file):
+    path, state = resnet_weights_file
+    model, used = build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+    assert used == f"file:{path}"
+    loaded = model.state_dict()
+    backbone_keys = [k for k in state if not k.startswith("fc.")]
+    assert backbone_keys and all(torch.equal(loaded[k], state[k]) for k in backbone_keys)
+    assert loaded["fc.0.weight"].shape == (8, 512)  # our head, not the file's 1000-class fc
+
+
+def test_local_weights_file_wrapped_in_state_dict_key_loads(tmp_path, resnet_weights_file):
+    _, state = resnet_weights_file
+    path = tmp_path / "checkpoint.pth"
+    torch.save({"state_dict": state}, path)
+    model, used = build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+    assert used == f"file:{path}"
+    assert torch.equal(model.state_dict()["conv1.weight"], state["conv1.weight"])
+
+
+def test_missing_weights_path_raises_naming_it(tmp_path):
+    path = tmp_path / "nope.pth"
+    with pytest.raises(WeightsUnavailableError, match="nope.pth"):
+        build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+
+
+def test_weights_of_another_network_raise(tmp_path):
+    path = tmp_path / "linear.pth"
+    torch.save(nn.Linear(3, 2).state_dict(), path)
+    with pytest.raises(WeightsUnavailableError, match="does not fit ResNet18"):
+        build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="library bug (model.py load_backbone_weights): torch.load errors on a corrupt file are not "
+    "turned into WeightsUnavailableError, so the train stage shows a traceback instead of its message",
+)
+def test_corrupt_weights_file_raises_weights_unavailable(tmp_path):
+    path = tmp_path / "corrupt.pth"
+    path.write_bytes(b"this is not a torch file")
+    with pytest.raises(WeightsUnavailableError):
+        build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+
+
+@pytest.mark.parametrize(
+    ("finetune", "trainable_prefixes"),
+    [("head", ("fc.",)), ("layer4", ("fc.", "layer4.")), ("all", None)],
+)
+def test_set_trainable_freezes_what_finetune_says(finetune, trainable_prefixes):
+    model, _ = build_model(2, hidden=8, dropout=0.0)
+    returned = set_trainable(model, finetune)
+    for name, parameter in model.named_parameters():
+        expected = trainable_prefixes is None or name.startswith(trainable_prefixes)
+        assert parameter.requires_grad == expected, name
+    assert {id(p) for p in returned} == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+def test_set_trainable_can_unfreeze_again():
+    model, _ = build_model(2, hidden=8, dropout=0.0)
+    set_trainable(model, "head")
+    set_trainable(model, "all")
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model, _ = build_model(2, hidden=8, dropout=0.5)
+    config = ModelConfig(["ai", "real"], hidden=8, dropout=0.5, image_size=32, resize=32, threshold=0.3)
+    save_model(model, config, tmp_path / "saved")
+
+    loaded, loaded_config = load_saved_model(tmp_path / "saved")
+
+    assert loaded_config == config
+    assert not loaded.training
+    batch = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), model.eval()(batch), rtol=0, atol=0)
+    state = torch.load(tmp_path / "saved" / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    assert set(state) == set(model.state_dict())
+    assert json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())["class_names"] == ["ai", "real"]
+
+
+def test_loading_a_folder_that_is_not_a_saved_model_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match=CONFIG_FILE):
+        load_saved_model(tmp_path)
+
+
+def test_config_eval_transform_gives_the_configured_size():
+    config = ModelConfig(["ai", "real"], hidden=8, dropout=0.0, image_size=24, resize=32)
+    tensor = config.eval_transform()(Image.new("RGB", (50, 40)))
+    assert tensor.shape == (3, 24, 24)

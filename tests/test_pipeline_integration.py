@@ -1,0 +1,227 @@
+"""The real thing, end to end: `dvc repro` in a fresh git repo, the MLflow store it fills,
+`mlflow models serve` on the registered champion, and the CLI predictor.
+
+Tiny params (a few dozen 32-pixel images, two epochs) keep it to a couple of minutes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+from conftest import PROJECT
+from mlflow import MlflowClient
+
+TINY = {
+    "sample": {"n_per_class": 30, "size": 32},
+    "train": {"epochs": 2, "patience": 2, "batch_size": 16, "image_size": 32, "resize": 32},
+    "evaluate": {"min_accuracy": 0.0, "min_roc_auc": 0.0},  # the tiny model must be promoted
+}
+STAGES = ("sample", "split", "train", "evaluate", "report")
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A fresh git clone of the working tree with tiny params, after one full `dvc repro`."""
+    repo = tmp_path_factory.mktemp("project")
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")  # fmt: skip
+    for name in filter(None, tracked):
+        source = PROJECT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    for generated in ("dvc.lock", "metrics", "plots"):  # start as a new user would after editing params
+        shutil.rmtree(repo / generated, ignore_errors=True) if (repo / generated).is_dir() else (
+            repo / generated
+        ).unlink(missing_ok=True)
+    set_params(repo, TINY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the editable install's
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com"
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny params"], repo, env)
+    output = run(["dvc", "repro"], repo, env)
+    return {"repo": repo, "env": env, "first_output": output, "uri": f"sqlite:///{repo / 'mlflow.db'}"}
+
+
+def test_repro_runs_every_stage_and_writes_outputs(project):
+    repo = project["repo"]
+    assert stages_run(project["first_output"]) == list(STAGES)
+    for name in ("train", "val", "test"):
+        lines = (repo / f"data/processed/{name}.csv").read_text().splitlines()
+        assert lines[0] == "path,label,sha256" and len(lines) > 1
+    split = json.loads((repo / "metrics/split.json").read_text())
+    assert split["total_kept"] == 60 and split["train"] == {"ai": 21, "real": 21}
+    trained = json.loads((repo / "metrics/train.json").read_text())
+    assert trained["pretrained_used"].startswith("none")  # offline: never pretend ImageNet was loaded
+    tested = json.loads((repo / "metrics/evaluate.json").read_text())
+    for key in ("accuracy", "roc_auc", "average_precision"):
+        assert 0.0 <= tested[key] <= 1.0
+    assert {"precision", "recall", "f1", "support"} <= set(tested["ai"]) and tested["promoted"] is True
+    assert (repo / "models/model/weights.pt").is_file() and (repo / "models/model/config.json").is_file()
+    for name in ("confusion_matrix.png", "roc.png", "confusion.csv", "roc.csv", "train_history.csv"):
+        assert (repo / "plots" / name).stat().st_size > 0
+    report = (repo / "reports/report.md").read_text()
+    assert "69.58%" in report and "Confusion matrix" in report
+    assert "data:image/png;base64," in (repo / "reports/report.html").read_text()
+    metrics_show = run(["dvc", "metrics", "show"], repo, project["env"])
+    assert "accuracy" in metrics_show
+
+
+def test_mlflow_run_has_params_epochs_model_and_champion(project):
+    repo = project["repo"]
+    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    client = MlflowClient(project["uri"])
+    run_ = client.get_run(info["run_id"])
+    assert run_.info.status == "FINISHED"
+    assert run_.data.params["train.epochs"] == "2" and run_.data.params["pretrained_used"].startswith("none")
+    assert {"git_commit", "data_hash", "pretrained_used", "promoted"} <= set(run_.data.tags)
+    assert re.fullmatch(r"[0-9a-f]{40}", run_.data.tags["git_commit"])
+    history = client.get_metric_history(info["run_id"], "val_loss")
+    assert [m.step for m in history] == [1, 2]
+    assert "test_accuracy" in run_.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(info["run_id"], "evaluation")}
+    assert {"evaluation/confusion_matrix.png", "evaluation/confusion_matrix.json"} <= artifacts
+    champion = client.get_model_version_by_alias("ai-vs-real", "champion")
+    assert str(champion.version) == info["model_version"] and champion.run_id == info["run_id"]
+
+
+def test_second_repro_runs_nothing_and_report_param_reruns_only_report(project):
+    repo, env = project["repo"], project["env"]
+    client = MlflowClient(project["uri"])
+    runs_before = len(client.search_runs([client.get_experiment_by_name("ai-vs-real").experiment_id]))
+    assert stages_run(run(["dvc", "repro"], repo, env)) == []
+    set_params(repo, {"report": {"title": "Renamed report"}})
+    assert stages_run(run(["dvc", "repro"], repo, env)) == ["report"]
+    assert (repo / "reports/report.md").read_text().startswith("# Renamed report")
+    runs_after = len(client.search_runs([client.get_experiment_by_name("ai-vs-real").experiment_id]))
+    assert runs_after == runs_before  # report logs into the train run, it does not start one
+
+
+def test_run_cache_restore_creates_no_new_run_or_version(project):
+    repo, env = project["repo"], project["env"]
+    client = MlflowClient(project["uri"])
+    set_params(repo, {"train": {"epochs": 1}})
+    assert "train" in stages_run(run(["dvc", "repro"], repo, env))
+    versions = len(client.search_model_versions("name='ai-vs-real'"))
+    set_params(repo, {"train": {"epochs": 2}})  # back to a params set DVC has run before
+    output = run(["dvc", "repro"], repo, env)
+    assert "train" not in stages_run(output)  # restored from the run cache
+    assert len(client.search_model_versions("name='ai-vs-real'")) == versions
+    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    assert client.get_run(info["run_id"]).data.params["train.epochs"] == "2"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_served_champion_answers_images_and_rejects_bad_payloads(project):
+    repo, env = project["repo"], dict(project["env"])
+    env["MLFLOW_TRACKING_URI"] = project["uri"]
+    port = free_port()
+    server = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", "models:/ai-vs-real@champion", "--env-manager", "local",
+         "-h", "127.0.0.1", "-p", str(port)],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("mlflow models serve did not answer /ping within 90 s")
+        images = (
+            sorted((repo / "data/sample/ai").glob("*.png"))[:2] + sorted((repo / "data/sample/real").glob("*.png"))[:1]
+        )
+        encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
+        answer = requests.post(
+            f"{url}/invocations", json={"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
+        )
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        assert len(predictions) == 3
+        for p in predictions:
+            assert p["label"] in ("ai", "real") and abs(p["p_ai"] + p["p_real"] - 1) < 1e-6
+
+        cli = run([sys.executable, "-m", "aivsreal.predict", "--json", "--model", "models:/ai-vs-real@champion",
+                   *map(str, images)], repo, env)  # fmt: skip
+        cli_predictions = [json.loads(line) for line in cli.splitlines() if line.startswith("{")]
+        assert [c["label"] for c in cli_predictions] == [p["label"] for p in predictions]
+        assert all(abs(c["p_ai"] - p["p_ai"]) < 1e-5 for c, p in zip(cli_predictions, predictions))
+
+        def frame(column: str, value: str) -> dict:
+            return {"dataframe_split": {"columns": [column], "data": [[value]]}}
+
+        bad_payloads = {  # expected words in the 400 message: payload
+            "not valid base64": frame("image", "%%%not base64%%%"),
+            "not an image": frame("image", base64.b64encode(b"hello").decode()),
+            "missing inputs": frame("picture", encoded[0]),
+        }
+        for expected, payload in bad_payloads.items():
+            reply = requests.post(f"{url}/invocations", json=payload)
+            assert 400 <= reply.status_code < 500, (expected, reply.status_code)
+            assert expected in reply.json()["message"], reply.json()["message"]
+            assert requests.get(f"{url}/ping").status_code == 200  # still serving
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def test_exp_run_temp_logs_into_the_project_store(project):
+    """`dvc exp run --temp` works in .dvc/tmp/exps: its run must land in the project's mlflow.db."""
+    repo, env = project["repo"], project["env"]
+    client = MlflowClient(project["uri"])
+    experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
+    before = {r.info.run_id for r in client.search_runs([experiment_id])}
+    run(["dvc", "exp", "run", "--temp", "-S", "train.lr=0.001"], repo, env)
+    new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
+    assert len(new) == 1 and new[0].data.params["train.lr"] == "0.001"
+    assert not (repo / ".dvc/tmp/exps").exists() or not list((repo / ".dvc/tmp/exps").rglob("mlflow.db"))
