@@ -114,11 +114,6 @@ def test_weights_of_another_network_raise(tmp_path):
         build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug (model.py load_backbone_weights): torch.load errors on a corrupt file are not "
-    "turned into WeightsUnavailableError, so the train stage shows a traceback instead of its message",
-)
 def test_corrupt_weights_file_raises_weights_unavailable(tmp_path):
     path = tmp_path / "corrupt.pth"
     path.write_bytes(b"this is not a torch file")

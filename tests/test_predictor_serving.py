@@ -127,6 +127,16 @@ def test_pyfunc_accepts_raw_bytes(pyfunc):
     pd.testing.assert_frame_equal(from_bytes, from_base64)
 
 
+def test_pyfunc_accepts_base64_wrapped_at_76_columns(pyfunc):
+    """GNU `base64` wraps its output by default; a curl user should not have to know about -w0."""
+    text = encode_image(encode(random_image((40, 40), seed=10), "PNG"))
+    wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+    assert "\n" in wrapped
+    pd.testing.assert_frame_equal(
+        pyfunc.predict(None, pd.DataFrame({"image": [wrapped]})), pyfunc.predict(None, pd.DataFrame({"image": [text]}))
+    )
+
+
 GOOD = encode_image(encode(random_image((16, 16), seed=9), "PNG"))
 
 

@@ -133,16 +133,11 @@ def test_same_bytes_under_both_classes_are_rejected_from_both(tmp_path):
     assert len(records) == 19
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="library bug (split.py scan_dataset): the 'no usable images' check runs before cross-class "
-    "duplicates are dropped, so classes emptied by them give a silent empty or one-class split",
-)
 def test_class_left_empty_by_cross_class_duplicates_is_an_error(tmp_path):
     written = make_tree(tmp_path, {"ai": 10, "real": 0})
     for path in written["ai"]:
         shutil.copyfile(path, tmp_path / "real" / path.name)
-    with pytest.raises(DatasetError, match="real"):
+    with pytest.raises(DatasetError, match="(?s)has no usable images.*same content appears under another class"):
         records, _ = scan(tmp_path)
         split_manifest(records, FRACTIONS, seed=0)
 
@@ -179,6 +174,11 @@ def test_too_few_images_names_the_class_and_the_advice_is_enough(tmp_path):
     records, _ = scan(tmp_path / "enough")
     splits = split_manifest(records, FRACTIONS, seed=0)
     assert all(any(r.label == "real" for r in splits[name]) for name in SPLITS)
+
+    make_tree(tmp_path / "one_less", {"ai": 20, "real": needed - 1})  # the advice is also the minimum
+    records, _ = scan(tmp_path / "one_less")
+    with pytest.raises(DatasetError):
+        split_manifest(records, FRACTIONS, seed=0)
 
 
 def test_manifest_paths_are_relative_to_the_given_root(tmp_path):

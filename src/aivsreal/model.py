@@ -93,10 +93,15 @@ def load_backbone_weights(model: nn.Module, pretrained: str) -> str:
         raise WeightsUnavailableError(
             f"model.pretrained={pretrained!r} is neither auto, imagenet, none nor an existing weights file"
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.load_state_dict(backbone, strict=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        backbone = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(backbone, strict=False)
+    except Exception as error:  # not a torch file, not a state_dict, wrong tensor shapes
+        raise WeightsUnavailableError(
+            f"{path} is not a ResNet18 state_dict ({type(error).__name__}: {str(error)[:200]})"
+        ) from error
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise WeightsUnavailableError(

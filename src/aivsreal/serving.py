@@ -44,7 +44,7 @@ def decode_image_field(value: object, row: int) -> bytes:
     if not isinstance(value, str) or not value:
         raise bad_request(f"row {row}: `{INPUT_COLUMN}` must be a non-empty base64 string")
     try:
-        return base64.b64decode(value, validate=True)
+        return base64.b64decode("".join(value.split()), validate=True)  # line breaks from `base64` are fine
     except (binascii.Error, ValueError):
         raise bad_request(f"row {row}: `{INPUT_COLUMN}` is not valid base64") from None
 

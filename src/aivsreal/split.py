@@ -68,12 +68,16 @@ def scan_dataset(
                 rejected.append(Rejected(shown, label, f"cannot read file: {error.strerror or error}"))
                 continue
             records.append(ImageRecord(shown, label, hashlib.sha256(content).hexdigest()))
+    records, rejected = _drop_cross_class_duplicates(records, rejected)
+    for label in class_names:  # after dropping cross-class duplicates, which can empty a class
         if not any(r.label == label for r in records):
             raise DatasetError(
-                f"class folder {folder} has no usable images ({len(candidates)} files tried, "
-                f"{sum(r.label == label for r in rejected)} rejected): add images or fix data.dir"
+                f"class folder {data_dir / label} has no usable images "
+                f"({sum(r.label == label for r in rejected)} files left out, reasons below): "
+                "add images or fix data.dir in params.yaml"
+                + "".join(f"\n  {r.path}: {r.reason}" for r in rejected if r.label == label)[:2000]
             )
-    return _drop_cross_class_duplicates(records, rejected)
+    return records, rejected
 
 
 def _drop_cross_class_duplicates(
@@ -104,7 +108,7 @@ def split_manifest(records: list[ImageRecord], fractions: dict[str, float], seed
         random.Random(f"{seed}-{label}").shuffle(groups)
         counts = _split_counts(len(groups), fractions)
         if min(counts.values()) == 0:
-            needed = max(round(1 / min(fractions.values())), len(SPLITS))
+            needed = next(n for n in range(len(SPLITS), 10_000) if min(_split_counts(n, fractions).values()) > 0)
             raise DatasetError(
                 f"class {label!r} has {len(groups)} distinct usable images; the split needs at least "
                 f"{needed} so that every split ({', '.join(SPLITS)}) gets one: add images"

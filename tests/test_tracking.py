@@ -1,0 +1,52 @@
+"""Where MLflow writes: absolute locations, also from DVC's temporary experiment copies."""
+
+from pathlib import Path
+
+import pytest
+
+from aivsreal.tracking import git_commit, project_root, resolve_tracking_uri
+
+
+def test_project_root_sees_through_dvc_temp_experiment_copy(tmp_path):
+    temp_copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12" / "sub"
+    temp_copy.mkdir(parents=True)
+    assert project_root(temp_copy) == (tmp_path / "proj").resolve()
+    assert project_root(tmp_path / "proj") == (tmp_path / "proj").resolve()
+
+
+def test_relative_sqlite_uri_is_made_absolute_against_the_project(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    temp_copy = tmp_path / ".dvc" / "tmp" / "exps" / "tmpx"
+    temp_copy.mkdir(parents=True)
+    uri = resolve_tracking_uri("sqlite:///mlflow.db", project_root(temp_copy))
+    assert uri == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+    assert resolve_tracking_uri("sqlite:////abs/x.db", tmp_path) == "sqlite:////abs/x.db"
+    assert resolve_tracking_uri("mlruns", tmp_path) == (tmp_path / "mlruns").resolve().as_uri()
+
+
+def test_environment_variable_overrides_params(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == "http://127.0.0.1:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///team.db")
+    assert resolve_tracking_uri("sqlite:///mlflow.db", tmp_path) == f"sqlite:///{tmp_path.resolve() / 'team.db'}"
+
+
+def test_git_commit_outside_git_is_unknown(tmp_path):
+    assert git_commit(tmp_path) == "unknown"
+
+
+@pytest.mark.parametrize("dirty", [False, True])
+def test_git_commit_marks_uncommitted_changes(tmp_path, dirty):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one")
+    git("add", "a.txt")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "first")
+    if dirty:
+        Path(tmp_path / "a.txt").write_text("two")
+    commit = git_commit(tmp_path)
+    assert len(commit.split("-")[0]) == 40 and commit.endswith("-dirty") == dirty

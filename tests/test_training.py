@@ -1,0 +1,97 @@
+"""The training loop on a tiny real dataset: determinism, best-epoch choice, class weights."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import PROJECT
+from helpers_images import random_image
+
+from aivsreal.params import Params
+from aivsreal.training import class_weights, read_manifest, subsample, train, write_manifest
+
+
+def tiny_params(**train_overrides) -> Params:
+    params = Params.load(PROJECT / "params.yaml")
+    tiny = {"epochs": 2, "patience": 5, "batch_size": 8, "image_size": 16, "resize": 16}
+    train_params = dataclasses.replace(params.train, **(tiny | train_overrides))
+    model = dataclasses.replace(params.model, pretrained="none", hidden=8)
+    return dataclasses.replace(params, train=train_params, model=model)
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    """Two classes that differ in brightness, so a couple of epochs learn something."""
+    folder = tmp_path_factory.mktemp("tiny")
+    all_rows = []
+    for label, shift in (("ai", 60), ("real", -60)):
+        for i in range(12):
+            path = folder / f"{label}_{i}.png"
+            image = random_image((20, 20), seed=i + (100 if label == "ai" else 0))
+            image.point(lambda v, s=shift: max(0, min(255, v + s))).save(path)
+            all_rows.append({"path": str(path), "label": label, "sha256": str(i)})
+    return all_rows[::2], all_rows[1::2]
+
+
+def test_training_is_deterministic_for_a_seed(rows):
+    first = train(tiny_params(), *rows)
+    second = train(tiny_params(), *rows)
+    assert [h["val_loss"] for h in first.history] == [h["val_loss"] for h in second.history]
+    for key, value in first.model.state_dict().items():
+        assert torch.equal(value, second.model.state_dict()[key]), key
+    third = train(tiny_params(seed=1), *rows)
+    assert [h["train_loss"] for h in third.history] != [h["train_loss"] for h in first.history]
+
+
+def test_history_and_best_epoch_follow_validation_loss(rows):
+    result = train(tiny_params(epochs=3), *rows)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    val_losses = [h["val_loss"] for h in result.history]
+    assert result.best_epoch == val_losses.index(min(val_losses)) + 1
+    assert result.config.pretrained_used == "none" and result.config.image_size == 16
+
+
+def test_early_stopping_stops_after_patience_epochs_without_improvement(rows):
+    result = train(tiny_params(epochs=30, patience=1, lr=0.5), *rows)  # a wild lr stops improving fast
+    assert result.stopped_early and len(result.history) < 30
+    assert len(result.history) == result.best_epoch + 1
+
+
+def test_frozen_head_mode_leaves_the_backbone_untouched(rows):
+    from aivsreal.model import build_model
+    from aivsreal.training import seed_everything
+
+    seed_everything(0)
+    untouched, _ = build_model(2, 8, 0.3, "none")
+    result = train(tiny_params(finetune="head"), *rows)
+    for key, value in untouched.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(value, result.model.state_dict()[key]), key  # BatchNorm stats included
+
+
+def test_class_weights_balance_the_loss():
+    assert class_weights([0, 1, 0, 1], 2).tolist() == [1.0, 1.0]
+    weights = class_weights([0, 0, 0, 1], 2)
+    assert weights[1] == pytest.approx(3 * weights[0])
+
+
+def test_subsample_is_stratified_and_reproducible(rows):
+    all_rows = rows[0] + rows[1]
+    half = subsample(all_rows, 0.5, seed=3)
+    assert sum(r["label"] == "ai" for r in half) == sum(r["label"] == "real" for r in half) == 6
+    assert half == subsample(all_rows, 0.5, seed=3) and subsample(all_rows, 1.0, seed=3) == all_rows
+
+
+def test_manifest_round_trip(tmp_path):
+    from aivsreal.split import ImageRecord
+
+    records = [ImageRecord("a/b.png", "ai", "f" * 64), ImageRecord("c, d.png", "real", "0" * 64)]
+    write_manifest(tmp_path / "m.csv", records)
+    assert read_manifest(tmp_path / "m.csv") == [
+        {"path": "a/b.png", "label": "ai", "sha256": "f" * 64},
+        {"path": "c, d.png", "label": "real", "sha256": "0" * 64},
+    ]
+    with pytest.raises(FileNotFoundError, match="dvc repro split"):
+        read_manifest(tmp_path / "missing.csv")
