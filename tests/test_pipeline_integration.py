@@ -121,6 +121,28 @@ def test_mlflow_run_has_params_epochs_model_and_champion(project):
     assert str(champion.version) == info["model_version"] and champion.run_id == info["run_id"]
 
 
+def test_registered_model_is_code_plus_state_dict_with_signature(project):
+    """Models from code: weights as a state_dict and config.json, no pickled nn.Module."""
+    import mlflow
+
+    mlflow.set_tracking_uri(project["uri"])
+    try:
+        model_info = mlflow.models.get_model_info("models:/ai-vs-real@champion")
+        assert model_info.signature.inputs.input_names() == ["image"]
+        assert model_info.saved_input_example_info is not None
+        local = Path(mlflow.artifacts.download_artifacts("models:/ai-vs-real@champion"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    files = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
+    assert {"artifacts/weights.pt", "artifacts/config.json", "MLmodel"} <= files
+    assert not any(name.endswith((".pkl", ".pickle")) or name == "python_model.pkl" for name in files)
+    assert "model_code_path" in (local / "MLmodel").read_text()
+    import torch
+
+    state = torch.load(local / "artifacts/weights.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+
+
 def test_second_repro_runs_nothing_and_report_param_reruns_only_report(project):
     repo, env = project["repo"], project["env"]
     client = MlflowClient(project["uri"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
+DOWNLOAD_TIMEOUT_S = 20  # per socket operation while fetching ImageNet weights
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -72,6 +74,8 @@ def load_backbone_weights(model: nn.Module, pretrained: str) -> str:
     if pretrained == "none":
         return "none"
     if pretrained in ("imagenet", "auto"):
+        previous_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # a closed network must not stall the stage
         try:
             state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=True)
         except Exception as error:  # no network, no cache, proxy: all mean "cannot be had"
@@ -86,6 +90,8 @@ def load_backbone_weights(model: nn.Module, pretrained: str) -> str:
             )
             log.warning(message)
             return "none (imagenet unavailable)"
+        finally:
+            socket.setdefaulttimeout(previous_timeout)
         model.load_state_dict(state)
         return "imagenet:IMAGENET1K_V1"
     path = Path(pretrained)
