@@ -17,3 +17,32 @@ def venv_on_path():
     os.environ["PATH"] = bin_dir + os.pathsep + old
     yield
     os.environ["PATH"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A real (untrained) saved model: 32-pixel input, 8 hidden units; loads in a second."""
+    from aivsreal.model import ModelConfig, build_model, save_model
+    from aivsreal.training import seed_everything
+
+    seed_everything(0)
+    folder = tmp_path_factory.mktemp("tiny_model")
+    model, used = build_model(2, hidden=8, dropout=0.0, pretrained="none")
+    config = ModelConfig(
+        class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32, pretrained_used=used
+    )
+    save_model(model, config, folder)
+    return folder
+
+
+def png_bytes(seed: int, size: int = 48) -> bytes:
+    """A small real PNG file of noise."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    array = np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()

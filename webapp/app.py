@@ -1,15 +1,21 @@
-"""Streamlit page: upload face images, get the model's verdict and class probabilities.
+"""Streamlit page: upload face images, get a live verdict, class probabilities and a heatmap.
 
-streamlit run webapp/app.py        (or `make app`)
+Run from the project root:  streamlit run webapp/app.py   (or `make app`)
+The model defaults to models:/ai-vs-real@champion in the project's MLflow store;
+AIVSREAL_MODEL (an MLflow URI or a saved-model folder) changes the default.
 """
 
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
+from aivsreal.explain import grad_cam, overlay
 from aivsreal.images import BadImageError
 from aivsreal.predict import DEFAULT_MODEL
 from aivsreal.predictor import Predictor, load_predictor
+from aivsreal.tracking import configure_tracking, model_card
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CONFIDENT = 0.8  # balloons only for a confident "real"
@@ -17,60 +23,120 @@ CONFIDENT = 0.8  # balloons only for a confident "real"
 
 @st.cache_resource(show_spinner="Loading model...")
 def cached_predictor(source: str) -> Predictor:
+    """Loaded once per source and shared by every upload and session."""
     return load_predictor(source)
 
 
-def model_ui() -> Predictor | None:
-    source = st.sidebar.text_input("Model (MLflow URI or folder)", DEFAULT_MODEL)
-    try:
-        predictor = cached_predictor(source)
-    except Exception as error:  # no store, no alias yet, bad folder: say how to get one
-        st.error(
-            f"No model at `{source}` yet ({type(error).__name__}). Train and register one with "
-            "`make pipeline` (or `dvc repro`), or enter the folder `models/model`."
-        )
-        return None
-    config = predictor.config
-    st.sidebar.markdown(
-        f"**Classes:** {', '.join(config.class_names)}  \n**Input:** {config.image_size} px  \n"
-        f"**Threshold (p_{config.class_names[0]}):** {config.threshold:.2f}  \n"
-        f"**Pretrained weights:** {config.pretrained_used}"
+@st.cache_data(ttl=60, show_spinner=False)
+def cached_card(source: str) -> dict:
+    configure_tracking()
+    return model_card(source)
+
+
+def model_source_ui() -> str:
+    default = os.environ.get("AIVSREAL_MODEL", DEFAULT_MODEL)
+    st.sidebar.header("Model")
+    registered = default.startswith("models:/")
+    kind = st.sidebar.radio(
+        "Source", ["Registered model", "Local folder"], index=0 if registered else 1, horizontal=True
     )
-    return predictor
+    if kind == "Local folder":
+        return st.sidebar.text_input(
+            "Folder with weights.pt and config.json", default if not registered else "models/model"
+        )
+    if not registered:
+        default = DEFAULT_MODEL
+    name, _, choice = default.removeprefix("models:/").replace("/", "@").partition("@")
+    name = st.sidebar.text_input("Registered name", name)
+    choice = st.sidebar.text_input("Alias or version", choice or "champion")
+    return f"models:/{name}/{choice}" if choice.isdigit() else f"models:/{name}@{choice}"
 
 
-def result_ui(name: str, data: bytes, predictor: Predictor) -> None:
+def load_model_ui(source: str) -> Predictor | None:
+    try:
+        return cached_predictor(source)
+    except Exception as error:  # no store yet, no alias yet, wrong folder: say how to get a model
+        st.warning(
+            f"No model found at `{source}`.\n\n"
+            "Train, evaluate and register one with `make pipeline` (or `dvc repro`) in the project folder, "
+            "then reload this page. Or choose *Local folder* and enter `models/model`."
+        )
+        with st.expander("Details"):
+            st.code(f"{type(error).__name__}: {str(error)[:500]}")
+        return None
+
+
+def model_card_ui(source: str, predictor: Predictor) -> None:
+    config = predictor.config
+    try:
+        card = cached_card(source)
+    except Exception:  # the card is a courtesy: never block predictions on it
+        card = {}
+    lines = []
+    if card:
+        aliases = f" (@{', @'.join(card['aliases'])})" if card["aliases"] else ""
+        lines += [f"**{card['name']}** version {card['version']}{aliases}", f"Registered: {card['registered']}"]
+        if "data" in card:
+            lines += [f"Data: `{card['data']}` (hash {card['data_hash']})", f"Code: git {card['git_commit']}"]
+            lines += [f"Test {name}: {value:.3f}" for name, value in card["test_metrics"].items()
+                      if name in ("accuracy", "roc_auc", "average_precision")]  # fmt: skip
+    else:
+        lines.append(f"Model: `{source}`")
+    lines += [
+        f"Pretrained weights: {config.pretrained_used}",
+        f"Input: {config.image_size} px crop" + (f" of {config.resize} px" if config.resize else ""),
+        f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
+    ]
+    st.sidebar.header("Model card")
+    st.sidebar.markdown("  \n".join(lines))
+
+
+def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool) -> bool:
+    """One uploaded file; returns True for a confident 'real' (balloons)."""
     try:
         image = predictor.load(data)
     except BadImageError as error:
-        st.error(f"**{name}**: cannot use this file: {error}")
-        return
+        st.error(f"**{name}**: cannot use this file: {error}. The other files are still checked.")
+        return False
     record = predictor.predict_records([image])[0]
-    left, right = st.columns([1, 2])
-    left.image(image, caption=name, use_container_width=True)
-    label = record["label"]
-    right.subheader(f"Verdict: {label.upper()}")
+    label, first = record["label"], predictor.class_names[0]
+    left, right = st.columns([1, 1])
+    if show_heatmap:
+        heatmap, seen = grad_cam(predictor, image, predictor.class_names.index(label))
+        left.image(overlay(seen, heatmap), caption=f"{name}: Grad-CAM for '{label}'", width="stretch")
+    else:
+        left.image(image, caption=name, width="stretch")
+    right.subheader(f"Verdict: {'AI-generated' if label == first else label.upper()}")
     for class_name in predictor.class_names:
         probability = record[f"p_{class_name}"]
-        right.progress(probability, text=f"{class_name}: {probability:.1%}")
-    if label == predictor.class_names[0]:
-        right.warning("This face looks AI-generated.")
-    elif record[f"p_{label}"] >= CONFIDENT:
-        right.success("This looks like a real photo.")
-        st.balloons()
-    else:
-        right.info("Probably real, but the model is not confident.")
+        right.progress(probability, text=f"p({class_name}) = {probability:.1%}")
+    if label == first:
+        right.warning(f"This face looks AI-generated (p = {record[f'p_{first}']:.1%}).")
+        return False
+    if record[f"p_{label}"] >= CONFIDENT:
+        right.success(f"This looks like a real photo (p = {record[f'p_{label}']:.1%}).")
+        return True
+    right.info("Probably real, but the model is not confident.")
+    return False
 
 
 def main() -> None:
-    st.set_page_config(page_title="AI or real?", page_icon=":mag:")
+    st.set_page_config(page_title="AI or real?", page_icon=":mag:", layout="wide")
     st.title("AI-generated or real face?")
-    predictor = model_ui()
+    source = model_source_ui()
+    predictor = load_model_ui(source)
     if predictor is None:
         return
+    model_card_ui(source, predictor)
+    show_heatmap = st.sidebar.toggle("Show Grad-CAM heatmap", value=True, help="Regions that drove the decision")
     uploads = st.file_uploader("Upload face images", type=UPLOAD_TYPES, accept_multiple_files=True)
-    for upload in uploads or []:
-        result_ui(upload.name, upload.getvalue(), predictor)
+    if not uploads:
+        st.info("Upload one or more face images (JPEG, PNG, WebP, ...) to get a verdict.")
+        return
+    confident_real = [result_ui(u.name, u.getvalue(), predictor, show_heatmap) for u in uploads]
+    if any(confident_real):
+        st.balloons()
 
 
-main()
+if __name__ == "__main__":  # streamlit runs the page as __main__
+    main()

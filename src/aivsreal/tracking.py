@@ -138,3 +138,38 @@ def read_run_info(path: Path) -> dict:
 
 def set_alias(registered_model: str, version: str, alias: str = CHAMPION) -> None:
     MlflowClient().set_registered_model_alias(registered_model, alias, str(version))
+
+
+def model_card(model_uri: str) -> dict:
+    """What a user should know about a registered model: version, when, data, test metrics, weights.
+
+    `model_uri` is `models:/NAME@ALIAS` or `models:/NAME/VERSION`; other sources give an empty card.
+    """
+    import re
+    from datetime import UTC, datetime
+
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if not match:
+        return {}
+    name, alias, number = match.groups()
+    client = MlflowClient()
+    version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    run = client.get_run(version.run_id) if version.run_id else None
+    card = {
+        "name": name,
+        "version": str(version.version),
+        "aliases": list(getattr(version, "aliases", []) or []),
+        "registered": datetime.fromtimestamp(version.creation_timestamp / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "run_id": version.run_id,
+    }
+    if run is not None:
+        metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+        card |= {
+            "data": params.get("data.dir", "?"),
+            "data_hash": tags.get("data_hash", "?"),
+            "git_commit": tags.get("git_commit", "?")[:12]
+            + (" + local changes" if "-dirty" in tags.get("git_commit", "") else ""),
+            "pretrained_used": params.get("pretrained_used", "?"),
+            "test_metrics": {k[len("test_") :]: v for k, v in sorted(metrics.items()) if k.startswith("test_")},
+        }
+    return card

@@ -1,0 +1,98 @@
+"""The Streamlit page's logic with Streamlit's own AppTest and a tiny real model."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import PROJECT, png_bytes
+from streamlit.testing.v1 import AppTest
+
+APP = str(PROJECT / "webapp" / "app.py")
+
+
+def start(monkeypatch, model: str, tracking_uri: str | None = None) -> AppTest:
+    monkeypatch.setenv("AIVSREAL_MODEL", model)
+    if tracking_uri:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    app = AppTest.from_file(APP, default_timeout=120)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+def upload(app: AppTest, files: list[tuple[str, bytes, str]]) -> AppTest:
+    app.file_uploader[0].set_value(files).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def test_no_model_yet_says_how_to_make_one(monkeypatch, tmp_path):
+    app = start(monkeypatch, "models:/ai-vs-real@champion", f"sqlite:///{tmp_path / 'empty.db'}")
+    assert any("make pipeline" in w.value for w in app.warning)
+    assert len(app.file_uploader) == 0  # nothing to upload to until there is a model
+
+
+def test_one_image_gets_verdict_probabilities_and_heatmap(monkeypatch, tiny_model_dir):
+    app = start(monkeypatch, str(tiny_model_dir))
+    assert any(w.value.startswith("Upload one or more") for w in app.info)
+    app = upload(app, [("face.png", png_bytes(1), "image/png")])
+    assert len(app.subheader) == 1 and app.subheader[0].value.startswith("Verdict:")
+    bars = app.get("progress")
+    assert len(bars) == 2
+    p_ai, p_real = (float(bar.proto.value) / 100 for bar in bars)
+    assert p_ai + p_real == pytest.approx(1, abs=0.02)
+    assert "Grad-CAM" in app.get("image")[0].captions[0]
+    threshold_line = " ".join(m.value for m in app.sidebar.markdown)
+    assert "Decision threshold" in threshold_line and "0.50" in threshold_line
+
+
+def test_heatmap_toggle_off_shows_the_plain_image(monkeypatch, tiny_model_dir):
+    app = start(monkeypatch, str(tiny_model_dir))
+    app.sidebar.toggle[0].set_value(False).run()
+    app = upload(app, [("face.png", png_bytes(1), "image/png")])
+    assert app.get("image")[0].captions[0] == "face.png"
+
+
+def test_several_images_and_a_bad_file_each_get_an_answer(monkeypatch, tiny_model_dir):
+    app = start(monkeypatch, str(tiny_model_dir))
+    files = [
+        ("one.png", png_bytes(1), "image/png"),
+        ("notes.jpg", b"this is text, not a JPEG", "image/jpeg"),
+        ("empty.png", b"", "image/png"),
+        ("truncated.png", png_bytes(3)[:200], "image/png"),
+        ("two.png", png_bytes(2), "image/png"),
+    ]
+    app = upload(app, files)
+    assert len(app.subheader) == 2  # both good images answered
+    errors = [e.value for e in app.error]
+    assert len(errors) == 3
+    assert "notes.jpg" in errors[0] and "not an image" in errors[0]
+    assert "empty.png" in errors[1] and "empty" in errors[1]
+    assert "truncated.png" in errors[2] and "truncated" in errors[2]
+
+
+def test_registered_model_shows_its_model_card(monkeypatch, tmp_path, tiny_model_dir):
+    import mlflow
+    import pandas as pd
+
+    from aivsreal import tracking
+    from aivsreal.serving import encode_image, signature
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    tracking.configure_tracking(uri)
+    try:
+        with mlflow.start_run(experiment_id=tracking.experiment_id("cards", tmp_path)):
+            mlflow.log_params({"data.dir": "data/faces", "pretrained_used": "none"})
+            mlflow.set_tags({"data_hash": "abc123", "git_commit": "f" * 40})
+            mlflow.log_metrics({"test_accuracy": 0.875, "test_roc_auc": 0.93})
+            example = pd.DataFrame({"image": [encode_image(png_bytes(5))]})
+            info = tracking.log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "faces")
+        tracking.set_alias("faces", info.registered_model_version)
+    finally:
+        mlflow.set_tracking_uri(None)
+    app = start(monkeypatch, "models:/faces@champion", uri)
+    card = " ".join(m.value for m in app.sidebar.markdown)
+    assert "**faces** version 1 (@champion)" in card
+    assert "Test accuracy: 0.875" in card and "data/faces" in card and "Pretrained weights: none" in card
+    app = upload(app, [("face.png", png_bytes(1), "image/png")])
+    assert app.subheader[0].value.startswith("Verdict:")

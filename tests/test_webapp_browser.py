@@ -1,0 +1,88 @@
+"""End to end in a real browser: Debian's Chromium, driven by Playwright, against `streamlit run`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import PROJECT, png_bytes
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = PROJECT / "test-artifacts"
+# Flags the machine needs: no sandbox as root, and no background calls into a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+]  # fmt: skip
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def app_url(tiny_model_dir):
+    port = free_port()
+    env = dict(os.environ, AIVSREAL_MODEL=str(tiny_model_dir))
+    server = subprocess.Popen(
+        [shutil.which("streamlit") or "streamlit", "run", "webapp/app.py", "--server.headless", "true",
+         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{url}/_stcore/health", timeout=2).text == "ok":
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None, server.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not answer /_stcore/health within 60 s")
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no browser: Debian's chromium is not installed (.ci/run installs it)"
+)
+def test_upload_a_face_and_see_the_verdict_in_a_real_browser(app_url, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    face = tmp_path / "face.png"
+    face.write_bytes(png_bytes(7, size=96))
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"plain text pretending to be a PNG")
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(app_url)
+            expect(page.get_by_text("AI-generated or real face?")).to_be_visible(timeout=60_000)
+            page.locator('input[type="file"]').set_input_files([str(face), str(not_an_image)])
+            expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("p(ai) =")).to_be_visible()
+            expect(page.get_by_text("p(real) =")).to_be_visible()
+            expect(page.get_by_text("notes.png: cannot use this file")).to_be_visible()
+            expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "webapp_verdict.png"), full_page=True)
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "webapp_verdict.png").stat().st_size > 10_000
