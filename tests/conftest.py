@@ -1,5 +1,6 @@
 """Shared test setup: the virtual environment's tools on PATH, a throwaway MLflow store."""
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -46,3 +47,42 @@ def png_bytes(seed: int, size: int = 48) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(command: list[str], port: int, health_path: str, cwd: Path, env: dict, timeout: float = 90):
+    """Start a real server process on 127.0.0.1:port, wait for `health_path` to answer 200, stop it after."""
+    import subprocess
+    import time
+
+    import requests
+
+    server = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if requests.get(url + health_path, timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None, f"{command[0]} exited:\n{server.stdout.read()[-3000:]}"
+            if time.monotonic() > deadline:
+                pytest.fail(f"{' '.join(command[:3])} did not answer {health_path} within {timeout} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import struct
 import threading
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers_images import encode, random_image, write_image
+from helpers_images import encode, png_header_only, random_image, write_image
 from PIL import Image, features
 
 from aivsreal.images import BadImageError, list_image_files, load_image
@@ -124,16 +122,6 @@ def test_webp_loads(load):
     np.testing.assert_array_equal(pixels(loaded), np.asarray(original))
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares width x height pixels but holds no pixel data."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
-
-
 def _half(data: bytes) -> bytes:
     return data[: len(data) // 2]
 
@@ -145,7 +133,7 @@ def _half(data: bytes) -> bytes:
         pytest.param(b"hello, this is a text file\n", ".jpg", "not an image", id="text named .jpg"),
         pytest.param(_half(encode(random_image((40, 40)), "PNG")), ".png", "truncated", id="truncated png"),
         pytest.param(_half(encode(random_image((40, 40)), "JPEG")), ".jpg", "truncated", id="truncated jpeg"),
-        pytest.param(_png_header_only(100_000, 100_000), ".png", "too large", id="bomb header"),
+        pytest.param(png_header_only(100_000, 100_000), ".png", "too large", id="bomb header"),
     ],
 )
 def test_bad_images_raise_bad_image_error_with_a_reason(load, data, suffix, reason):

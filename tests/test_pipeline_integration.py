@@ -11,16 +11,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, free_port, running_server
 from mlflow import MlflowClient
 
 TINY = {
@@ -169,34 +167,13 @@ def test_run_cache_restore_creates_no_new_run_or_version(project):
     assert client.get_run(info["run_id"]).data.params["train.epochs"] == "2"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_served_champion_answers_images_and_rejects_bad_payloads(project):
     repo, env = project["repo"], dict(project["env"])
     env["MLFLOW_TRACKING_URI"] = project["uri"]
     port = free_port()
-    server = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", "models:/ai-vs-real@champion", "--env-manager", "local",
-         "-h", "127.0.0.1", "-p", str(port)],
-        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None, server.stdout.read()
-            time.sleep(0.5)
-        else:
-            pytest.fail("mlflow models serve did not answer /ping within 90 s")
+    command = ["mlflow", "models", "serve", "-m", "models:/ai-vs-real@champion", "--env-manager", "local",
+               "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    with running_server(command, port, "/ping", repo, env) as url:
         images = (
             sorted((repo / "data/sample/ai").glob("*.png"))[:2] + sorted((repo / "data/sample/real").glob("*.png"))[:1]
         )
@@ -229,12 +206,6 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
             assert 400 <= reply.status_code < 500, (expected, reply.status_code)
             assert expected in reply.json()["message"], reply.json()["message"]
             assert requests.get(f"{url}/ping").status_code == 200  # still serving
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def test_exp_run_temp_logs_into_the_project_store(project):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import PROJECT, png_bytes
+from helpers_images import png_header_only
 from streamlit.testing.v1 import AppTest
 
 APP = str(PROJECT / "webapp" / "app.py")
@@ -59,15 +60,17 @@ def test_several_images_and_a_bad_file_each_get_an_answer(monkeypatch, tiny_mode
         ("notes.jpg", b"this is text, not a JPEG", "image/jpeg"),
         ("empty.png", b"", "image/png"),
         ("truncated.png", png_bytes(3)[:200], "image/png"),
+        ("bomb.png", png_header_only(100_000, 100_000), "image/png"),
         ("two.png", png_bytes(2), "image/png"),
     ]
     app = upload(app, files)
     assert len(app.subheader) == 2  # both good images answered
     errors = [e.value for e in app.error]
-    assert len(errors) == 3
+    assert len(errors) == 4
     assert "notes.jpg" in errors[0] and "not an image" in errors[0]
     assert "empty.png" in errors[1] and "empty" in errors[1]
     assert "truncated.png" in errors[2] and "truncated" in errors[2]
+    assert "bomb.png" in errors[3] and "too large" in errors[3]
 
 
 def test_registered_model_shows_its_model_card(monkeypatch, tmp_path, tiny_model_dir):

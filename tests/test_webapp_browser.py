@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
-import requests
-from conftest import PROJECT, png_bytes
+from conftest import PROJECT, free_port, png_bytes, running_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = PROJECT / "test-artifacts"
@@ -22,41 +18,14 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def app_url(tiny_model_dir):
     port = free_port()
     env = dict(os.environ, AIVSREAL_MODEL=str(tiny_model_dir))
-    server = subprocess.Popen(
-        [shutil.which("streamlit") or "streamlit", "run", "webapp/app.py", "--server.headless", "true",
-         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if requests.get(f"{url}/_stcore/health", timeout=2).text == "ok":
-                    break
-            except requests.ConnectionError:
-                pass
-            assert server.poll() is None, server.stdout.read()
-            time.sleep(0.5)
-        else:
-            pytest.fail("streamlit did not answer /_stcore/health within 60 s")
+    command = [shutil.which("streamlit") or "streamlit", "run", "webapp/app.py", "--server.headless", "true",
+               "--server.address", "127.0.0.1", "--server.port", str(port)]  # fmt: skip
+    with running_server(command, port, "/_stcore/health", PROJECT, env, timeout=60) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 @pytest.mark.skipif(
