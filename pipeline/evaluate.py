@@ -1,4 +1,5 @@
-"""Stage `evaluate`: score the test split, write DVC metrics/plots, log them, promote on the gate."""
+"""Stage `evaluate`: score the test split like the detection literature does, write DVC
+metrics and plots, log them into the training run, and promote the model on the gate."""
 
 import argparse
 import csv
@@ -9,9 +10,9 @@ import sys
 import mlflow
 
 from aivsreal import plots, tracking
+from aivsreal.evaluation import evaluate
 from aivsreal.images import BadImageError
 from aivsreal.logs import setup_logging
-from aivsreal.metrics import classification_metrics, confusion, roc_points
 from aivsreal.params import Params
 from aivsreal.predictor import Predictor
 from aivsreal.training import read_manifest
@@ -34,61 +35,72 @@ def main(argv: list[str] | None = None) -> None:
 
     predictor = Predictor.from_dir(MODEL_DIR)
     class_names = predictor.class_names
-    rows = read_manifest(MANIFESTS["test"])
     try:
-        images = [predictor.load(row["path"]) for row in rows]
+        result = evaluate(
+            predictor, read_manifest(MANIFESTS["test"]), read_manifest(MANIFESTS["train"]), params.evaluate
+        )
     except BadImageError as error:
         sys.exit(f"evaluate: a test image no longer loads ({error}): re-run `dvc repro split`")
-    probabilities = predictor.predict_proba(images, params.evaluate.batch_size)
-    predicted = predictor.labels(probabilities)
-    truth = [row["label"] for row in rows]
-    p_positive = probabilities[:, 0]
-
-    metrics = classification_metrics(truth, predicted, p_positive, class_names)
-    matrix = confusion(truth, predicted, class_names)
+    metrics = result.metrics
     gate = {"min_accuracy": params.evaluate.min_accuracy, "min_roc_auc": params.evaluate.min_roc_auc}
     promoted = metrics["accuracy"] >= gate["min_accuracy"] and metrics["roc_auc"] >= gate["min_roc_auc"]
-    metrics |= {
-        "threshold": predictor.config.threshold,
-        "promoted": promoted,
-        "model_version": run_info["model_version"],
-    }
+    metrics |= {"promoted": promoted, "model_version": run_info["model_version"]}
 
     METRICS.mkdir(exist_ok=True)
     (METRICS / "evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    robustness = {}
+    for row in result.robustness:
+        robustness.setdefault(row["kind"], {})[f"{row['level']:g}"] = {
+            "accuracy": row["accuracy"],
+            "roc_auc": row["roc_auc"],
+        }
+    (METRICS / "robustness.json").write_text(json.dumps(robustness, indent=2) + "\n")
+
     PLOTS.mkdir(exist_ok=True)
-    _write_csv(PLOTS / "confusion.csv", ["actual", "predicted"], zip(truth, predicted))
-    roc = roc_points(truth, p_positive, class_names[0])
-    _write_csv(PLOTS / "roc.csv", ["fpr", "tpr", "threshold"], zip(roc["fpr"], roc["tpr"], roc["threshold"]))
-    _write_csv(
-        PLOTS / "test_predictions.csv",
-        ["path", "actual", "predicted", f"p_{class_names[0]}"],
-        zip([row["path"] for row in rows], truth, predicted, p_positive),
-    )
-    confusion_fig = plots.confusion_figure(matrix, class_names)
-    roc_fig = plots.roc_figure(roc["fpr"], roc["tpr"], metrics["roc_auc"], class_names[0])
+    predictions = result.predictions
+    _write_csv(PLOTS / "confusion.csv", [{"actual": p["actual"], "predicted": p["predicted"]} for p in predictions])
+    _write_csv(PLOTS / "roc.csv", [dict(zip(result.roc, values)) for values in zip(*result.roc.values())])
+    _write_csv(PLOTS / "test_predictions.csv", predictions)
+    _write_csv(PLOTS / "robustness.csv", result.robustness)
+    figures = {
+        "confusion_matrix.png": plots.confusion_figure(result.confusion, class_names),
+        "roc.png": plots.roc_figure(result.roc["fpr"], result.roc["tpr"], metrics["roc_auc"], class_names[0]),
+        "reliability.png": plots.reliability_figure(
+            result.reliability_before, result.reliability_after, metrics["temperature"], class_names[0]
+        ),
+        "robustness.png": plots.robustness_figure(result.robustness),
+    }
 
     with mlflow.start_run(run_id=run_info["run_id"]):
         mlflow.log_metrics(_flat_test_metrics(metrics, class_names))
-        mlflow.log_figure(confusion_fig, "evaluation/confusion_matrix.png")
-        mlflow.log_figure(roc_fig, "evaluation/roc.png")
+        for name, figure in figures.items():
+            mlflow.log_figure(figure, f"evaluation/{name}")
         table = {"actual": [], "predicted": [], "count": []}
         for i, actual in enumerate(class_names):
             for j, guessed in enumerate(class_names):
                 table["actual"].append(actual)
                 table["predicted"].append(guessed)
-                table["count"].append(int(matrix[i, j]))
+                table["count"].append(int(result.confusion[i, j]))
         mlflow.log_table(table, "evaluation/confusion_matrix.json")
+        mlflow.log_table({k: [row[k] for row in result.robustness] for k in result.robustness[0]},
+                         "evaluation/robustness.json")  # fmt: skip
         mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_gate": json.dumps(gate)})
         if promoted:
             tracking.set_alias(run_info["registered_model"], run_info["model_version"])
-    plots.save(confusion_fig, PLOTS / "confusion_matrix.png")
-    plots.save(roc_fig, PLOTS / "roc.png")
+    for name, figure in figures.items():
+        plots.save(figure, PLOTS / name)
 
     log.info(
-        "test accuracy %.4f, ROC AUC %.4f, AP %.4f on %d images",
-        metrics["accuracy"], metrics["roc_auc"], metrics["average_precision"], len(rows),
+        "test accuracy %.4f, ROC AUC %.4f, AP %.4f, TPR@5%%FPR %.3f, EER %.3f on %d images",
+        metrics["accuracy"], metrics["roc_auc"], metrics["average_precision"], metrics["tpr_at_fpr_5pct"],
+        metrics["eer"], len(predictions),
     )  # fmt: skip
+    if metrics["metadata_shortcut"]["warning"]:
+        log.warning(
+            "metadata alone predicts the label (balanced accuracy %.3f, mostly from %s): the data may leak "
+            "the label through how files are stored", metrics["metadata_shortcut"]["balanced_accuracy"],
+            metrics["metadata_shortcut"]["top_feature"],
+        )  # fmt: skip
     if promoted:
         log.info("gate %s passed: %s version %s is now @%s", gate, run_info["registered_model"],
                  run_info["model_version"], tracking.CHAMPION)  # fmt: skip
@@ -97,16 +109,23 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _flat_test_metrics(metrics: dict, class_names: list[str]) -> dict[str, float]:
-    flat = {f"test_{k}": float(metrics[k]) for k in ("accuracy", "roc_auc", "average_precision")}
-    for name in class_names:
-        flat |= {f"test_{name}_{k}": float(metrics[name][k]) for k in ("precision", "recall", "f1")}
+    """Every number in the metrics, as `test_<name>` for MLflow."""
+    flat = {}
+    for key, value in metrics.items():
+        if isinstance(value, bool) or key == "model_version":
+            continue
+        if isinstance(value, int | float):
+            flat[f"test_{key}"] = float(value)
+        elif key in class_names:
+            flat |= {f"test_{key}_{k}": float(value[k]) for k in ("precision", "recall", "f1")}
+    flat["test_metadata_shortcut_balanced_accuracy"] = metrics["metadata_shortcut"]["balanced_accuracy"]
     return flat
 
 
-def _write_csv(path, header, rows) -> None:
+def _write_csv(path, rows: list[dict]) -> None:
     with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
         writer.writerows(rows)
 
 

@@ -10,9 +10,11 @@ import sys
 import mlflow
 
 from aivsreal import plots, tracking
+from aivsreal.evaluation import confident_mistakes
+from aivsreal.images import BadImageError, load_image
 from aivsreal.logs import setup_logging
 from aivsreal.params import Params
-from aivsreal.report import Figure, Heading, Paragraph, Table, to_html, to_markdown
+from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from pipeline.paths import METRICS, PLOTS, REPORTS, RUN_INFO, SPLIT_SUMMARY
 
 log = logging.getLogger("pipeline.report")
@@ -32,16 +34,22 @@ def main(argv: list[str] | None = None) -> None:
     split = json.loads(SPLIT_SUMMARY.read_text())
     trained = json.loads((METRICS / "train.json").read_text())
     tested = json.loads((METRICS / "evaluate.json").read_text())
-    with open(PLOTS / "train_history.csv", newline="") as handle:
-        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(handle)]
+    history = [{k: float(v) for k, v in row.items()} for row in _read_csv(PLOTS / "train_history.csv")]
+    robustness = _read_csv(PLOTS / "robustness.csv")
+    p_key = f"p_{params.data.class_names[0]}"
+    predictions = [row | {p_key: float(row[p_key])} for row in _read_csv(PLOTS / "test_predictions.csv")]
 
     figures = REPORTS / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     plots.save(plots.training_curves_figure(history, trained["best_epoch"]), figures / "training_curves.png")
-    for name in ("confusion_matrix.png", "roc.png"):
+    for name in ("confusion_matrix.png", "roc.png", "reliability.png", "robustness.png"):
         shutil.copyfile(PLOTS / name, figures / name)
+    mistakes = confident_mistakes(predictions, params.data.class_names[0], params.evaluate.gallery_size)
+    plots.save(plots.gallery_figure(_gallery(mistakes, params.data.class_names[0])), figures / "mistakes.png")
 
-    blocks = build_blocks(params, split, trained, tested, run_info, figures)
+    blocks = build_blocks(params, split, trained, tested, run_info, figures) + field_blocks(
+        params, tested, robustness, mistakes, figures
+    )
     (REPORTS / "report.md").write_text(to_markdown(blocks, REPORTS))
     (REPORTS / "report.html").write_text(to_html(blocks, params.report.title))
     with mlflow.start_run(run_id=run_info["run_id"]):
@@ -49,6 +57,105 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_artifact(str(REPORTS / "report.md"), "report")
         mlflow.log_artifacts(str(figures), "report/figures")
     log.info("wrote %s and %s", REPORTS / "report.md", REPORTS / "report.html")
+
+
+def _read_csv(path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _gallery(mistakes: dict[str, list[dict]], positive: str) -> dict[str, list]:
+    """Images and captions for the gallery; a file that no longer loads is shown by name only."""
+    groups = {}
+    for title, rows in mistakes.items():
+        items = []
+        for row in rows:
+            try:
+                image = load_image(row["path"])
+            except BadImageError:
+                continue
+            items.append(
+                (image, f"{row['path'].rsplit('/', 1)[-1]}\np({positive}) = {float(row[f'p_{positive}']):.2f}")
+            )
+        groups[title] = items
+    return groups
+
+
+def field_blocks(params, tested, robustness, mistakes, figures):
+    """Operating points, calibration, robustness, shortcut check and error gallery (issue 4)."""
+    positive = params.data.class_names[0]
+    shortcut = tested["metadata_shortcut"]
+    blocks = [
+        Heading("Operating points"),
+        Paragraph(
+            f"Positive class: {positive}. TPR at x % FPR: the share of {positive} images caught while at most "
+            "x % of real photos are wrongly flagged. EER: where misses and false alarms are equal."
+        ),
+        Table(
+            ["metric", "value"],
+            [
+                ["balanced accuracy", tested["balanced_accuracy"]],
+                [f"{positive}-class accuracy", tested["ai_accuracy"]],
+                ["real-class accuracy", tested["real_accuracy"]],
+                ["TPR at 10 % FPR", tested["tpr_at_fpr_10pct"]],
+                ["TPR at 5 % FPR", tested["tpr_at_fpr_5pct"]],
+                ["TPR at 1 % FPR", tested["tpr_at_fpr_1pct"]],
+                ["equal error rate", tested["eer"]],
+            ],
+        ),
+        Heading("Calibration"),
+        Paragraph(
+            f"Fitted on the validation split by the train stage: temperature {tested['temperature']:.3f}, "
+            f"decision threshold p({positive}) >= {tested['threshold']:.3f} (rule "
+            f"`{params.calibration.threshold_rule}`). Both travel with the model: the server, the CLI and "
+            "the web app use them."
+        ),
+        Table(
+            ["test split", "expected calibration error"],
+            [["before (T = 1)", tested["ece_uncalibrated"]], ["after temperature scaling", tested["ece_calibrated"]]],
+        ),
+        Figure(figures / "reliability.png", "Reliability diagram before and after temperature scaling"),
+        Heading("Robustness"),
+        Paragraph(
+            "The test images of both classes, degraded before preprocessing; mean PSNR shows how much each "
+            "level changed the pixels (inf = unchanged, the clean reference)."
+        ),
+        Table(
+            ["degradation", "level", "accuracy", "ROC AUC", "mean PSNR (dB)"],
+            [
+                [r["kind"], r["level"], float(r["accuracy"]), float(r["roc_auc"]), float(r["mean_psnr_db"])]
+                for r in robustness
+            ],
+        ),
+        Figure(
+            figures / "robustness.png", "Accuracy and ROC AUC under JPEG, blur, downscaling and a social-media chain"
+        ),
+        Heading("Shortcut check"),
+    ]
+    verdict = (
+        f"A depth-3 decision tree on file metadata alone (size, format, dimensions, JPEG tables) reaches "
+        f"{shortcut['balanced_accuracy']:.1%} balanced accuracy on the test split, mostly from "
+        f"`{shortcut['top_feature']}`."
+    )
+    if shortcut["warning"]:
+        blocks.append(
+            Alert(
+                verdict + " The dataset leaks the label through how the files are stored: part of the "
+                "model's score may come from that, not from the faces. Re-encode both classes the same "
+                "way before trusting the numbers."
+            )
+        )
+    else:
+        blocks.append(Paragraph(verdict + " That is close to chance: no sign of a storage shortcut."))
+    blocks += [
+        Heading("Most confident mistakes"),
+        Paragraph(
+            ", ".join(f"{title}: {len(rows)}" for title, rows in mistakes.items()) + " shown (at most "
+            f"{params.evaluate.gallery_size} each)."
+        ),
+        Figure(figures / "mistakes.png", "Most confident mistakes of each kind on the test split"),
+    ]
+    return blocks  # fmt: skip
 
 
 def build_blocks(params, split, trained, tested, run_info, figures):

@@ -15,7 +15,7 @@ from aivsreal.logs import setup_logging
 from aivsreal.model import WeightsUnavailableError, save_model
 from aivsreal.params import Params
 from aivsreal.serving import encode_image, signature
-from aivsreal.training import read_manifest, train
+from aivsreal.training import calibrate, read_manifest, train
 from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO
 
 log = logging.getLogger("pipeline.train")
@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> None:
             result = train(params, train_rows, val_rows, on_epoch=lambda row: _log_epoch(row))
         except WeightsUnavailableError as error:
             sys.exit(f"train: {error}")
+        calibrated = calibrate(result, val_rows, params.calibration)
+        mlflow.log_metrics(calibrated)
+        log.info(
+            "calibrated on validation: temperature %.3f, threshold p(%s) >= %.3f (rule %s), ECE %.3f -> %.3f",
+            calibrated["temperature"], result.config.class_names[0], calibrated["threshold"],
+            params.calibration.threshold_rule, calibrated["val_ece_uncalibrated"], calibrated["val_ece_calibrated"],
+        )  # fmt: skip
         weights_used = result.config.pretrained_used
         mlflow.log_param("pretrained_used", weights_used)
         mlflow.set_tag("pretrained_used", weights_used)
@@ -75,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                 "best_val_accuracy": best["val_accuracy"],
                 "train_accuracy_at_best": best["train_accuracy"],
                 "pretrained_used": weights_used,
+                **calibrated,
             },
             indent=2,
         )

@@ -92,10 +92,18 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         assert 0.0 <= tested[key] <= 1.0
     assert {"precision", "recall", "f1", "support"} <= set(tested["ai"]) and tested["promoted"] is True
     assert (repo / "models/model/weights.pt").is_file() and (repo / "models/model/config.json").is_file()
-    for name in ("confusion_matrix.png", "roc.png", "confusion.csv", "roc.csv", "train_history.csv"):
+    for name in ("confusion_matrix.png", "roc.png", "confusion.csv", "roc.csv", "train_history.csv",
+                 "reliability.png", "robustness.png", "robustness.csv"):  # fmt: skip
         assert (repo / "plots" / name).stat().st_size > 0
+    robustness = json.loads((repo / "metrics/robustness.json").read_text())
+    assert set(robustness) == {"jpeg", "blur", "downscale", "social"} and "30" in robustness["jpeg"]
+    for key in ("balanced_accuracy", "tpr_at_fpr_1pct", "eer", "ece_uncalibrated", "ece_calibrated"):
+        assert 0 <= tested[key] <= 1, key
+    assert tested["temperature"] == trained["temperature"] and tested["threshold"] == trained["threshold"]
     report = (repo / "reports/report.md").read_text()
     assert "69.58%" in report and "Confusion matrix" in report
+    for section in ("## Operating points", "## Calibration", "## Robustness", "## Shortcut check", "## Most confident"):
+        assert section in report
     assert "data:image/png;base64," in (repo / "reports/report.html").read_text()
     metrics_show = run(["dvc", "metrics", "show"], repo, project["env"])
     assert "accuracy" in metrics_show
@@ -135,6 +143,9 @@ def test_registered_model_is_code_plus_state_dict_with_signature(project):
     assert {"artifacts/weights.pt", "artifacts/config.json", "MLmodel"} <= files
     assert not any(name.endswith((".pkl", ".pickle")) or name == "python_model.pkl" for name in files)
     assert "model_code_path" in (local / "MLmodel").read_text()
+    carried = json.loads((local / "artifacts/config.json").read_text())
+    trained = json.loads((project["repo"] / "metrics/train.json").read_text())
+    assert carried["temperature"] == trained["temperature"] and carried["threshold"] == trained["threshold"]
     import torch
 
     state = torch.load(local / "artifacts/weights.pt", weights_only=True)

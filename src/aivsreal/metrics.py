@@ -6,6 +6,7 @@ import numpy as np
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    balanced_accuracy_score,
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
@@ -47,3 +48,26 @@ def confusion(true_labels: list[str], predicted_labels: list[str], class_names: 
 def roc_points(true_labels: list[str], p_positive: np.ndarray, positive: str) -> dict[str, np.ndarray]:
     fpr, tpr, thresholds = roc_curve([label == positive for label in true_labels], p_positive)
     return {"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)}
+
+
+def operating_points(is_positive: np.ndarray, p_positive: np.ndarray, predicted_positive: np.ndarray) -> dict:
+    """What the detection literature reports beyond accuracy (positive class = AI).
+
+    TPR at a fixed FPR: the share of AI images caught while at most that share of real photos
+    is wrongly flagged; EER: the rate where misses and false alarms are equal.
+    """
+    is_positive = np.asarray(is_positive, dtype=bool)
+    predicted_positive = np.asarray(predicted_positive, dtype=bool)
+    fpr, tpr, _ = roc_curve(is_positive, p_positive, drop_intermediate=False)  # every threshold: exact EER
+    points = {
+        "balanced_accuracy": float(balanced_accuracy_score(is_positive, predicted_positive)),
+        "ai_accuracy": float(predicted_positive[is_positive].mean()),
+        "real_accuracy": float((~predicted_positive[~is_positive]).mean()),
+    }
+    for target in (0.10, 0.05, 0.01):
+        # The ROC is a step function: the best TPR reachable without exceeding the FPR budget.
+        points[f"tpr_at_fpr_{round(target * 100)}pct"] = float(tpr[fpr <= target + 1e-12].max())
+    fnr = 1 - tpr
+    crossing = int(np.argmin(np.abs(fnr - fpr)))
+    points["eer"] = float((fnr[crossing] + fpr[crossing]) / 2)
+    return points

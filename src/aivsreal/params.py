@@ -64,8 +64,18 @@ class TrainParams:
     class_weights: bool
     hflip: bool
     random_crop: bool
+    blur_prob: float
+    blur_sigma_max: float
+    jpeg_prob: float
+    jpeg_quality_min: int
     num_workers: int
     seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibrationParams:
+    temperature: bool
+    threshold_rule: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +83,12 @@ class EvaluateParams:
     min_accuracy: float
     min_roc_auc: float
     batch_size: int
+    jpeg_qualities: list[int]
+    blur_sigmas: list[float]
+    downscales: list[float]
+    sweep_seed: int
+    shortcut_warning: float
+    gallery_size: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,6 +111,7 @@ class Params:
     split: SplitParams
     model: ModelParams
     train: TrainParams
+    calibration: CalibrationParams
     evaluate: EvaluateParams
     report: ReportParams
     mlflow: MlflowParams
@@ -127,6 +144,17 @@ class Params:
                 f"train.resize ({self.train.resize}) is smaller than train.image_size "
                 f"({self.train.image_size}): set resize >= image_size, or 0 to crop without resizing"
             )
+        rule, _, value = self.calibration.threshold_rule.partition(":")
+        if rule not in ("youden", "max_accuracy", "fpr", "fixed") or (rule in ("fpr", "fixed") and not _is_unit(value)):
+            raise ParamsError(
+                f"calibration.threshold_rule must be youden, max_accuracy, fpr:X or fixed:X with X in [0, 1], "
+                f"got {self.calibration.threshold_rule!r}"
+            )
+        for key in ("blur_prob", "jpeg_prob"):
+            if not 0 <= getattr(self.train, key) <= 1:
+                raise ParamsError(f"train.{key} must be a probability in [0, 1], got {getattr(self.train, key)}")
+        if not 1 <= self.train.jpeg_quality_min <= 100:
+            raise ParamsError(f"train.jpeg_quality_min must be in [1, 100], got {self.train.jpeg_quality_min}")
         if not 0 <= self.model.dropout < 1:
             raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
 
@@ -176,6 +204,13 @@ def _check(hint: object, value: object, key: str) -> object:
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):
         raise ParamsError(f"{key} must be {hint.__name__}, got {value!r}")
     return value
+
+
+def _is_unit(text: str) -> bool:
+    try:
+        return 0 <= float(text) <= 1
+    except ValueError:
+        return False
 
 
 def _join(where: str, name: str) -> str:

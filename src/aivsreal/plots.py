@@ -46,3 +46,64 @@ def training_curves_figure(history: list[dict], best_epoch: int):
 def save(figure, path) -> None:
     figure.savefig(path)
     plt.close(figure)
+
+
+def reliability_figure(before: dict, after: dict, temperature: float, positive: str):
+    """Reliability diagram: predicted p(positive) against the observed share, before and after scaling."""
+    figure, axes = plt.subplots(figsize=(4.6, 4.0), dpi=110)
+    axes.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
+    for table, name, marker in ((before, "T = 1", "o"), (after, f"T = {temperature:.2f}", "s")):
+        used = table["count"] > 0
+        axes.plot(table["predicted"][used], table["observed"][used], marker=marker, label=name)
+    axes.set(xlabel=f"predicted p({positive})", ylabel=f"observed share of {positive}", xlim=(0, 1), ylim=(0, 1),
+             title="Reliability on the test split")  # fmt: skip
+    axes.legend(loc="upper left")
+    figure.tight_layout()
+    return figure
+
+
+SWEEP_AXES = {"jpeg": "JPEG quality", "blur": "blur sigma (px)", "downscale": "downscale factor"}
+
+
+def robustness_figure(rows: list[dict]):
+    """Accuracy and ROC AUC per degradation level, one panel per kind of degradation."""
+    kinds = [kind for kind in SWEEP_AXES if any(row["kind"] == kind for row in rows)]
+    figure, panels = plt.subplots(1, len(kinds) + 1, figsize=(3.3 * (len(kinds) + 1), 3.2), dpi=110, sharey=True)
+    for axes, kind in zip(panels, kinds):
+        levels = [row for row in rows if row["kind"] == kind]
+        for metric, marker in (("accuracy", "o"), ("roc_auc", "s")):
+            axes.plot([r["level"] for r in levels], [r[metric] for r in levels], marker=marker, label=metric)
+        if kind in ("jpeg", "downscale"):
+            axes.invert_xaxis()  # left to right: worse images
+        axes.set(xlabel=SWEEP_AXES[kind], ylim=(0, 1.02), title=kind)
+    social = [row for row in rows if row["kind"] == "social"]
+    clean = next((row for row in rows if row["kind"] == "blur" and row["level"] == 0), None)
+    bars = ([("clean", clean)] if clean else []) + [("social media", row) for row in social]
+    for offset, metric in ((-0.2, "accuracy"), (0.2, "roc_auc")):
+        panels[-1].bar([i + offset for i in range(len(bars))], [row[metric] for _, row in bars], 0.4, label=metric)
+    panels[-1].set_xticks(range(len(bars)), [name for name, _ in bars])
+    panels[-1].set(title="crop + resize + JPEG")
+    panels[0].set_ylabel("score")
+    panels[0].legend(loc="lower left")
+    figure.tight_layout()
+    return figure
+
+
+def gallery_figure(groups: dict[str, list[tuple[object, str]]]):
+    """Rows of (image, caption) per group, e.g. the most confident mistakes of each kind."""
+    columns = max([len(items) for items in groups.values()] + [1])
+    figure, grid = plt.subplots(len(groups), columns, figsize=(2.2 * columns, 2.5 * len(groups)), dpi=110,
+                                squeeze=False)  # fmt: skip
+    for row, (title, items) in enumerate(groups.items()):
+        for column in range(columns):
+            axes = grid[row][column]
+            axes.axis("off")
+            if column < len(items):
+                image, caption = items[column]
+                axes.imshow(image)
+                axes.set_title(caption, fontsize=8)
+            elif column == 0:
+                axes.text(0.5, 0.5, "none", ha="center", va="center")
+        grid[row][0].text(-0.1, 0.5, title, transform=grid[row][0].transAxes, rotation=90, ha="right", va="center")
+    figure.tight_layout()
+    return figure

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from aivsreal.calibration import probabilities
 from aivsreal.images import load_image
 from aivsreal.model import CONFIG_FILE, ModelConfig, load_saved_model
 
@@ -33,16 +34,19 @@ class Predictor:
         return load_image(source, max_pixels=self.config.max_pixels)
 
     @torch.inference_mode()
-    def predict_proba(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, shape (n_images, n_classes), temperature applied."""
-        chunks = []
-        for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.transform(image) for image in images[start : start + batch_size]])
-            logits = self.model(batch) / self.config.temperature
-            chunks.append(torch.softmax(logits, dim=1).numpy())
+    def predict_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Raw network outputs, shape (n_images, n_classes), before temperature and softmax."""
+        chunks = [
+            self.model(torch.stack([self.transform(image) for image in images[start : start + batch_size]])).numpy()
+            for start in range(0, len(images), batch_size)
+        ]
         if not chunks:
-            return np.zeros((0, len(self.class_names)), dtype=np.float32)
+            return np.zeros((0, len(self.class_names)), dtype=np.float64)
         return np.concatenate(chunks).astype(np.float64)
+
+    def predict_proba(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape (n_images, n_classes), with the calibrated temperature applied."""
+        return probabilities(self.predict_logits(images, batch_size), self.config.temperature)
 
     def labels(self, probabilities: np.ndarray) -> list[str]:
         """Two classes: the first (AI) at or above the threshold; more classes: the most likely."""

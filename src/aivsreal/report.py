@@ -34,7 +34,12 @@ class Figure:
     caption: str
 
 
-Block = Heading | Paragraph | Table | Figure
+@dataclass
+class Alert:
+    text: str
+
+
+Block = Heading | Paragraph | Table | Figure | Alert
 
 
 def _cell(value: object) -> str:
@@ -56,6 +61,8 @@ def to_markdown(blocks: list[Block], report_dir: Path) -> str:
         elif isinstance(block, Figure):
             relative = Path(block.path).resolve().relative_to(Path(report_dir).resolve())
             lines += [f"![{block.caption}]({relative.as_posix()})", ""]
+        elif isinstance(block, Alert):
+            lines += [f"> **Warning:** {block.text}", ""]
     return "\n".join(lines)
 
 
@@ -78,11 +85,14 @@ def to_html(blocks: list[Block], title: str) -> str:
                 f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
                 f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
             )
+        elif isinstance(block, Alert):
+            body.append(f'<div class="warning"><strong>Warning:</strong> {html.escape(block.text)}</div>')
     style = (
         "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}"
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
         "figure{display:inline-block;margin:.5em 1em .5em 0}img{max-width:100%}figcaption{color:#666;font-size:.9em}"
+        ".warning{border-left:6px solid #e0a800;background:#fff8e1;padding:.8em 1em;margin:1em 0}"
     )
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

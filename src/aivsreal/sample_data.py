@@ -1,9 +1,10 @@
 """Built-in sample data: real LFW faces vs faces drawn from an eigenface generator fitted to them.
 
-Real faces: the 100 LFW faces scikit-image ships (25x25 greyscale), plus their mirror
-images. "AI" faces: an actual generative model, a Gaussian over the principal components
+Real faces: the 100 LFW faces scikit-image ships (25x25 greyscale). No mirror images: a
+mirrored twin is a near-duplicate that could sit in train while its original is tested.
+"AI" faces: an actual generative model, a Gaussian over the principal components
 of those faces (an eigenface sampler), fitted when the sample is made. Both classes then
-get the same post-processing (bicubic upscale, the same noise, 8-bit PNG), so the only
+get the same post-processing (bicubic upscale, the same noise, uncompressed 8-bit PNG), so the only
 difference left is how the face was made. Deterministic for a seed; takes about a second.
 """
 
@@ -20,9 +21,8 @@ N_LFW_FACES = 100  # lfw_subset(): the first 100 of its 200 images are faces
 
 
 def real_faces() -> np.ndarray:
-    """(200, 25, 25) floats in [0, 1]: the LFW faces and their mirror images."""
-    faces = lfw_subset()[:N_LFW_FACES]
-    return np.concatenate([faces, faces[:, :, ::-1]])
+    """(100, 25, 25) floats in [0, 1]: the LFW faces."""
+    return lfw_subset()[:N_LFW_FACES]
 
 
 def eigenface_samples(faces: np.ndarray, n: int, components: int, seed: int) -> np.ndarray:
@@ -57,6 +57,7 @@ def make_sample(out_dir: Path, n_per_class: int, size: int, components: int, noi
         for old in folder.glob("*.png"):
             old.unlink()
         for i, face in enumerate(batch):
-            postprocess(face, size, noise_std, rng).save(folder / f"{label}_{i:04d}.png", optimize=False)
+            # Stored uncompressed: a compressed size would leak how smooth (how "generated") a face is.
+            postprocess(face, size, noise_std, rng).save(folder / f"{label}_{i:04d}.png", compress_level=0)
         counts[label] = len(batch)
     return counts

@@ -17,9 +17,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
+from aivsreal.degradations import RandomBlurJPEG
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, set_trainable
-from aivsreal.params import Params
+from aivsreal.params import CalibrationParams, Params
+from aivsreal.predictor import Predictor
 from aivsreal.transforms import build_transforms
 
 log = logging.getLogger(__name__)
@@ -113,7 +116,12 @@ def train(
     optimizer = optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)
 
     train_rows = subsample(train_rows, p.train_fraction, p.seed)
-    train_tf = build_transforms(p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop)
+    degrade = None
+    if p.blur_prob > 0 or p.jpeg_prob > 0:
+        degrade = RandomBlurJPEG(p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min)
+    train_tf = build_transforms(
+        p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
+    )
     eval_tf = build_transforms(p.image_size, p.resize, train=False)
     max_pixels = params.split.max_pixels
     train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels)
@@ -197,3 +205,22 @@ def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module) -> t
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
     return total_loss / max(seen, 1), correct / max(seen, 1)
+
+
+def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: CalibrationParams) -> dict:
+    """Fit temperature and decision threshold on the validation split; store them in result.config."""
+    config = result.config
+    predictor = Predictor(result.model, config)
+    logits = predictor.predict_logits([predictor.load(row["path"]) for row in val_rows])
+    targets = np.array([config.class_names.index(row["label"]) for row in val_rows])
+    temperature = fit_temperature(logits, targets) if settings.temperature else 1.0
+    p_positive = probabilities(logits, temperature)[:, 0]
+    is_positive = targets == 0
+    config.temperature = temperature
+    config.threshold = choose_threshold(p_positive, is_positive, settings.threshold_rule)
+    return {
+        "temperature": temperature,
+        "threshold": config.threshold,
+        "val_ece_uncalibrated": expected_calibration_error(probabilities(logits)[:, 0], is_positive),
+        "val_ece_calibrated": expected_calibration_error(p_positive, is_positive),
+    }

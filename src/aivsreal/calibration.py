@@ -1,0 +1,73 @@
+"""Calibration on the validation split: temperature scaling, the decision threshold, and ECE.
+
+The temperature and threshold are saved in the model's config.json, so the evaluate stage,
+the served model, the CLI and the web app all use them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.optimize import minimize_scalar
+from scipy.special import log_softmax, softmax
+from sklearn.metrics import roc_curve
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The T > 0 minimising the negative log-likelihood of softmax(logits / T) (Guo et al., 2017)."""
+
+    def nll(log_t: float) -> float:
+        log_probs = log_softmax(logits / np.exp(log_t), axis=1)
+        return float(-log_probs[np.arange(len(targets)), targets].mean())
+
+    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    return float(np.exp(result.x))
+
+
+def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    return softmax(logits / temperature, axis=1)
+
+
+def choose_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: str) -> float:
+    """Threshold on p(positive) per `rule`:
+
+    - `youden`: maximises TPR - FPR (balanced accuracy);
+    - `max_accuracy`: maximises accuracy on these scores;
+    - `fpr:X`: the lowest threshold whose false-positive rate is at most X (e.g. `fpr:0.05`);
+    - `fixed:X`: X itself.
+    Predictions are positive when p >= threshold.
+    """
+    p_positive, is_positive = np.asarray(p_positive, dtype=float), np.asarray(is_positive, dtype=bool)
+    name, _, value = rule.partition(":")
+    if name == "fixed":
+        return float(value)
+    if is_positive.all() or not is_positive.any():
+        raise ValueError("choosing a threshold needs scores of both classes")
+    fpr, tpr, thresholds = roc_curve(is_positive, p_positive)
+    thresholds = np.minimum(thresholds, 1.0)  # sklearn's first threshold is +inf
+    if name == "youden":
+        return float(thresholds[np.argmax(tpr - fpr)])
+    if name == "max_accuracy":
+        candidates = np.unique(p_positive)
+        accuracy = [((p_positive >= t) == is_positive).mean() for t in candidates]
+        return float(candidates[int(np.argmax(accuracy))])
+    if name == "fpr":
+        allowed = fpr <= float(value) + 1e-12
+        return float(thresholds[allowed][np.argmax(tpr[allowed])])
+    raise ValueError(f"unknown threshold rule {rule!r}: use youden, max_accuracy, fpr:X or fixed:X")
+
+
+def reliability(p_positive: np.ndarray, is_positive: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
+    """Per equal-width bin of p(positive): mean predicted probability, observed frequency, count."""
+    p_positive, is_positive = np.asarray(p_positive, dtype=float), np.asarray(is_positive, dtype=float)
+    bins = np.minimum((p_positive * n_bins).astype(int), n_bins - 1)
+    count = np.bincount(bins, minlength=n_bins)
+    predicted = np.bincount(bins, weights=p_positive, minlength=n_bins) / np.maximum(count, 1)
+    observed = np.bincount(bins, weights=is_positive, minlength=n_bins) / np.maximum(count, 1)
+    return {"predicted": predicted, "observed": observed, "count": count}
+
+
+def expected_calibration_error(p_positive: np.ndarray, is_positive: np.ndarray, n_bins: int = 10) -> float:
+    """Count-weighted mean |predicted - observed| over the reliability bins (0 = perfectly calibrated)."""
+    table = reliability(p_positive, is_positive, n_bins)
+    weights = table["count"] / max(table["count"].sum(), 1)
+    return float(np.sum(weights * np.abs(table["predicted"] - table["observed"])))

@@ -1,0 +1,90 @@
+"""Everything the evaluate stage measures on the test split, as plain data (no file or MLflow I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aivsreal.calibration import expected_calibration_error, probabilities, reliability
+from aivsreal.metrics import classification_metrics, confusion, operating_points, roc_points
+from aivsreal.params import EvaluateParams
+from aivsreal.predictor import Predictor
+from aivsreal.robustness import run_sweep, sweep_levels
+from aivsreal.shortcut import metadata_classifier_scores
+
+
+@dataclass
+class Evaluation:
+    metrics: dict
+    confusion: np.ndarray
+    roc: dict[str, np.ndarray]
+    reliability_before: dict[str, np.ndarray]
+    reliability_after: dict[str, np.ndarray]
+    robustness: list[dict]
+    predictions: list[dict] = field(default_factory=list)
+
+
+def evaluate(
+    predictor: Predictor,
+    test_rows: list[dict[str, str]],
+    train_rows: list[dict[str, str]],
+    settings: EvaluateParams,
+) -> Evaluation:
+    class_names, config = predictor.class_names, predictor.config
+    positive = class_names[0]
+    images = [predictor.load(row["path"]) for row in test_rows]
+    truth = [row["label"] for row in test_rows]
+    is_positive = np.array([label == positive for label in truth])
+
+    logits = predictor.predict_logits(images, settings.batch_size)
+    calibrated = probabilities(logits, config.temperature)
+    raw_p_positive = probabilities(logits)[:, 0]
+    p_positive = calibrated[:, 0]
+    predicted = predictor.labels(calibrated)
+
+    metrics = classification_metrics(truth, predicted, p_positive, class_names)
+    metrics |= operating_points(is_positive, p_positive, np.array([label == positive for label in predicted]))
+    metrics |= {
+        "threshold": config.threshold,
+        "temperature": config.temperature,
+        "ece_uncalibrated": expected_calibration_error(raw_p_positive, is_positive),
+        "ece_calibrated": expected_calibration_error(p_positive, is_positive),
+    }
+    shortcut = metadata_classifier_scores(
+        [r["path"] for r in train_rows], [r["label"] for r in train_rows], [r["path"] for r in test_rows], truth,
+        seed=settings.sweep_seed,
+    )  # fmt: skip
+    shortcut["warning"] = shortcut["balanced_accuracy"] >= settings.shortcut_warning
+    metrics["metadata_shortcut"] = shortcut
+
+    def predict_positive(degraded):
+        return predictor.predict_proba(degraded, settings.batch_size)[:, 0]
+
+    levels = sweep_levels(settings.jpeg_qualities, settings.blur_sigmas, settings.downscales)
+    robustness = run_sweep(predict_positive, images, is_positive, config.threshold, levels, settings.sweep_seed)
+
+    predictions = [
+        {"path": row["path"], "actual": actual, "predicted": guess, f"p_{positive}": float(p)}
+        for row, actual, guess, p in zip(test_rows, truth, predicted, p_positive)
+    ]
+    return Evaluation(
+        metrics=metrics,
+        confusion=confusion(truth, predicted, class_names),
+        roc=roc_points(truth, p_positive, positive),
+        reliability_before=reliability(raw_p_positive, is_positive),
+        reliability_after=reliability(p_positive, is_positive),
+        robustness=robustness,
+        predictions=predictions,
+    )
+
+
+def confident_mistakes(predictions: list[dict], positive: str, limit: int) -> dict[str, list[dict]]:
+    """The most confident errors of each kind: real called AI (highest p), AI called real (lowest p)."""
+    key = f"p_{positive}"
+    false_alarms = [p for p in predictions if p["actual"] != positive and p["predicted"] == positive]
+    misses = [p for p in predictions if p["actual"] == positive and p["predicted"] != positive]
+    return {
+        "real called AI": sorted(false_alarms, key=lambda p: -p[key])[:limit],
+        "AI called real": sorted(misses, key=lambda p: p[key])[:limit],
+    }

@@ -1,0 +1,99 @@
+"""Operating points, the metadata shortcut check, the mistake gallery and the full evaluate() on a tiny model."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import PROJECT
+from helpers_images import random_image
+
+from aivsreal.evaluation import confident_mistakes, evaluate
+from aivsreal.metrics import operating_points
+from aivsreal.params import Params
+from aivsreal.predictor import Predictor
+from aivsreal.report import Alert, to_html, to_markdown
+from aivsreal.shortcut import metadata_classifier_scores
+
+
+def test_operating_points_on_hand_made_scores():
+    is_ai = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
+    p_ai = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.2, 0.1])
+    points = operating_points(is_ai, p_ai, p_ai >= 0.5)
+    assert points["ai_accuracy"] == 0.75 and points["real_accuracy"] == 0.75 and points["balanced_accuracy"] == 0.75
+    # No real score reaches 0.7, so at 0 % false positives 3 of 4 AI images are caught.
+    assert points["tpr_at_fpr_1pct"] == points["tpr_at_fpr_5pct"] == points["tpr_at_fpr_10pct"] == 0.75
+    assert points["eer"] == pytest.approx(0.25)
+
+
+def test_perfect_scores_have_zero_equal_error_rate():
+    is_ai = np.array([True, False, True, False])
+    points = operating_points(is_ai, np.array([0.9, 0.1, 0.8, 0.2]), is_ai)
+    assert points["eer"] == 0 and points["tpr_at_fpr_1pct"] == 1
+
+
+def write(path, image, fmt, **options):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt, **options)
+    return str(path)
+
+
+def test_shortcut_check_flags_a_format_leak_and_not_a_clean_set(tmp_path):
+    def dataset(folder, ai_format):
+        paths, labels = [], []
+        for i in range(24):
+            paths.append(
+                write(folder / f"ai{i}", random_image((32, 32), seed=i), ai_format, compress_level=0)
+                if ai_format == "PNG"
+                else write(folder / f"ai{i}", random_image((32, 32), seed=i), ai_format)
+            )
+            labels.append("ai")
+            paths.append(write(folder / f"real{i}", random_image((32, 32), seed=100 + i), "PNG", compress_level=0))
+            labels.append("real")
+        return paths, labels  # fmt: skip
+
+    paths, labels = dataset(tmp_path / "leaky", "JPEG")
+    leaky = metadata_classifier_scores(paths[:32], labels[:32], paths[32:], labels[32:], seed=0)
+    assert leaky["balanced_accuracy"] == 1.0 and leaky["top_feature"] in ("is_jpeg", "is_png", "jpeg_q_mean",
+                                                                          "file_bytes", "bytes_per_pixel")  # fmt: skip
+    paths, labels = dataset(tmp_path / "clean", "PNG")  # same format, same size, same byte count
+    clean = metadata_classifier_scores(paths[:32], labels[:32], paths[32:], labels[32:], seed=0)
+    assert clean["balanced_accuracy"] == 0.5
+
+
+def test_confident_mistakes_are_ordered_by_confidence():
+    predictions = [
+        {"path": "r1", "actual": "real", "predicted": "ai", "p_ai": 0.7},
+        {"path": "r2", "actual": "real", "predicted": "ai", "p_ai": 0.95},
+        {"path": "a1", "actual": "ai", "predicted": "real", "p_ai": 0.3},
+        {"path": "a2", "actual": "ai", "predicted": "real", "p_ai": 0.05},
+        {"path": "ok", "actual": "ai", "predicted": "ai", "p_ai": 0.99},
+    ]
+    mistakes = confident_mistakes(predictions, "ai", limit=1)
+    assert [p["path"] for p in mistakes["real called AI"]] == ["r2"]
+    assert [p["path"] for p in mistakes["AI called real"]] == ["a2"]
+
+
+def test_alert_is_a_visible_warning_in_both_report_formats(tmp_path):
+    assert "> **Warning:** data <leaks>" in to_markdown([Alert("data <leaks>")], tmp_path)
+    page = to_html([Alert("data <leaks>")], "t")
+    assert 'class="warning"' in page and "data &lt;leaks&gt;" in page
+
+
+def test_evaluate_on_a_tiny_model_reports_everything(tmp_path, tiny_model_dir):
+    rows = []
+    for label, shift in (("ai", 50), ("real", -50)):
+        for i in range(8):
+            image = random_image((40, 40), seed=i + (50 if label == "ai" else 0))
+            image = image.point(lambda v, s=shift: max(0, min(255, v + s)))
+            rows.append({"path": write(tmp_path / f"{label}{i}.png", image, "PNG"), "label": label, "sha256": ""})
+    params = Params.load(PROJECT / "params.yaml")
+    settings = dataclasses.replace(params.evaluate, jpeg_qualities=[90, 30], blur_sigmas=[0.0, 2.0],
+                                   downscales=[0.5])  # fmt: skip
+    result = evaluate(Predictor.from_dir(tiny_model_dir), rows, rows, settings)
+    metrics = result.metrics
+    for key in ("accuracy", "roc_auc", "balanced_accuracy", "tpr_at_fpr_5pct", "eer", "ece_calibrated"):
+        assert 0 <= metrics[key] <= 1, key
+    assert metrics["temperature"] == 1.0 and metrics["threshold"] == 0.5
+    assert result.confusion.sum() == 16 and len(result.predictions) == 16
+    assert {r["kind"] for r in result.robustness} == {"jpeg", "blur", "downscale", "social"}
+    assert "warning" in metrics["metadata_shortcut"]
