@@ -95,3 +95,21 @@ def test_manifest_round_trip(tmp_path):
     ]
     with pytest.raises(FileNotFoundError, match="dvc repro split"):
         read_manifest(tmp_path / "missing.csv")
+
+
+def test_head_mode_trains_on_cached_features_that_match_the_full_network(rows):
+    """The cache is an optimisation only: the saved model scores validation exactly as training saw it."""
+    from torch.utils.data import DataLoader
+
+    from aivsreal.training import ManifestDataset, evaluate_loss
+    from aivsreal.transforms import build_transforms
+
+    params = tiny_params(finetune="head", epochs=3)
+    result = train(params, *rows)
+    eval_tf = build_transforms(16, 16, train=False)
+    loader = DataLoader(ManifestDataset(rows[1], ["ai", "real"], eval_tf, 10**8), batch_size=8)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(loader.dataset.targets, 2))
+    val_loss, val_accuracy = evaluate_loss(result.model, loader, loss_fn)
+    best = result.history[result.best_epoch - 1]
+    assert val_loss == pytest.approx(best["val_loss"], rel=1e-5)
+    assert val_accuracy == best["val_accuracy"]

@@ -33,7 +33,7 @@ def evaluate(
 ) -> Evaluation:
     class_names, config = predictor.class_names, predictor.config
     positive = class_names[0]
-    images = [predictor.load(row["path"]) for row in test_rows]
+    images = predictor.load_many([row["path"] for row in test_rows])
     truth = [row["label"] for row in test_rows]
     is_positive = np.array([label == positive for label in truth])
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from tqdm import tqdm
 
 from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
@@ -131,6 +131,18 @@ def train(
         train_set, shuffle=True, generator=torch.Generator().manual_seed(p.seed), drop_last=False, **loader_args
     )
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    trained = model  # what each step runs: the whole network, or only the head on cached features
+    if p.finetune == "head":
+        # A frozen backbone maps an image to the same features every epoch: compute them once
+        # (eval transform; augmentation would defeat the cache) and train the head on tensors.
+        log.info("finetune=head: computing backbone features once; epochs then train the head only")
+        plain_train = DataLoader(ManifestDataset(train_rows, class_names, eval_tf, max_pixels), **loader_args)
+        train_loader = DataLoader(
+            TensorDataset(*backbone_features(model, plain_train)), shuffle=True,
+            generator=torch.Generator().manual_seed(p.seed), batch_size=p.batch_size,
+        )  # fmt: skip
+        val_loader = DataLoader(TensorDataset(*backbone_features(model, val_loader)), batch_size=p.batch_size)
+        trained = model.fc
 
     weights = class_weights(train_set.targets, len(class_names)) if p.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weights)
@@ -155,7 +167,7 @@ def train(
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=None)
         for inputs, targets in bar:
             optimizer.zero_grad(set_to_none=True)
-            logits = model(inputs)
+            logits = trained(inputs)
             loss = loss_fn(logits, targets)
             loss.backward()
             optimizer.step()
@@ -163,7 +175,7 @@ def train(
             train_correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
             bar.set_postfix(loss=f"{train_loss / seen:.4f}")
-        val_loss, val_accuracy = evaluate_loss(model, val_loader, loss_fn)
+        val_loss, val_accuracy = evaluate_loss(trained, val_loader, loss_fn)
         row = {
             "epoch": epoch,
             "train_loss": train_loss / seen,
@@ -193,6 +205,18 @@ def train(
     model.load_state_dict(best_state)
     model.eval()
     return result
+
+
+@torch.no_grad()  # not inference_mode: the cached features feed a head that is trained
+def backbone_features(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features (the head's input) and targets for every image in the loader."""
+    head, model.fc = model.fc, nn.Identity()
+    model.eval()
+    try:
+        batches = [(model(inputs), targets) for inputs, targets in tqdm(loader, desc="features", disable=None)]
+    finally:
+        model.fc = head
+    return torch.cat([f for f, _ in batches]), torch.cat([t for _, t in batches])
 
 
 @torch.inference_mode()

@@ -1,0 +1,144 @@
+"""Speed benchmark: the pipeline's own throughput against the raw model work, as ratios.
+
+    python benchmarks/speed.py                      # sample data (data/sample, after `make pipeline`)
+    python benchmarks/speed.py --data ../shared/facebench/dev --image-size 128 --resize 0
+
+Prints a table; the numbers in benchmarks/RESULTS.md come from it. Each ratio compares two
+measurements taken in the same run on the same machine, so the machine's speed cancels out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from aivsreal.model import ModelConfig, build_model, set_trainable
+from aivsreal.params import Params
+from aivsreal.predictor import Predictor
+from aivsreal.split import scan_dataset
+from aivsreal.training import ManifestDataset, backbone_features, seed_everything, train
+from aivsreal.transforms import build_transforms
+
+
+def timed(step, repeats: int) -> float:
+    """Seconds per call of `step`, after one warm-up call."""
+    step()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - started) / repeats
+
+
+def training_throughput(rows, params: Params, batches: int) -> tuple[float, float]:
+    """(pipeline images/s with decoding + augmentation from files, raw images/s on in-memory tensors)."""
+    p = params.train
+    model, _ = build_model(2, params.model.hidden, params.model.dropout, "none")
+    optimizer = torch.optim.AdamW(set_trainable(model, p.finetune), lr=p.lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+
+    def step(inputs, targets):
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(inputs), targets).backward()
+        optimizer.step()
+
+    transform = build_transforms(p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop)
+    dataset = ManifestDataset(rows, params.data.class_names, transform, params.split.max_pixels)
+    loader = DataLoader(dataset, batch_size=p.batch_size, shuffle=True, num_workers=p.num_workers,
+                        persistent_workers=p.num_workers > 0, drop_last=True)  # fmt: skip
+    seen, started, done = 0, None, 0
+    while done < batches + 1:
+        for inputs, targets in loader:
+            if done == 1:  # first batch is warm-up
+                started, seen = time.perf_counter(), 0
+            step(inputs, targets)
+            seen += len(targets)
+            done += 1
+            if done >= batches + 1:
+                break
+    pipeline = seen / (time.perf_counter() - started)
+    inputs = torch.randn(p.batch_size, 3, p.image_size, p.image_size)
+    targets = torch.randint(0, 2, (p.batch_size,))
+    raw = p.batch_size / timed(lambda: step(inputs, targets), batches)
+    return pipeline, raw
+
+
+def inference_throughput(paths, params: Params, repeats: int) -> tuple[float, float, float]:
+    """(Predictor images/s from files incl. decoding, raw forward images/s, raw single-image ms)."""
+    p = params.train
+    model, _ = build_model(2, params.model.hidden, params.model.dropout, "none")
+    predictor = Predictor(model, ModelConfig(params.data.class_names, params.model.hidden, params.model.dropout,
+                                             p.image_size, p.resize))  # fmt: skip
+    batch = params.evaluate.batch_size
+    paths = (paths * (batch // max(len(paths), 1) + 1))[:batch]
+
+    def from_files():
+        predictor.predict_proba(predictor.load_many(paths), batch)
+
+    pipeline = batch / timed(from_files, repeats)
+    inputs = torch.randn(batch, 3, p.image_size, p.image_size)
+    with torch.inference_mode():
+        raw = batch / timed(lambda: model(inputs), repeats)
+        one = torch.randn(1, 3, p.image_size, p.image_size)
+        single_ms = statistics.median(timed(lambda: model(one), 1) for _ in range(20)) * 1000
+    return pipeline, raw, single_ms
+
+
+def frozen_backbone(rows, params: Params) -> tuple[float, float]:
+    """(seconds of one full forward pass over the training rows, seconds per head-only epoch after it)."""
+    p = dataclasses.replace(params.train, finetune="head", epochs=3, patience=99)
+    params = dataclasses.replace(params, train=p, model=dataclasses.replace(params.model, pretrained="none"))
+    train_rows, val_rows = rows[::2], rows[1::2]
+    model, _ = build_model(2, params.model.hidden, params.model.dropout, "none")
+    transform = build_transforms(p.image_size, p.resize, train=False)
+    loader = DataLoader(ManifestDataset(train_rows, params.data.class_names, transform, params.split.max_pixels),
+                        batch_size=p.batch_size, num_workers=p.num_workers)  # fmt: skip
+    started = time.perf_counter()
+    backbone_features(model, loader)
+    forward_pass = time.perf_counter() - started
+    history = train(params, train_rows, val_rows).history
+    return forward_pass, statistics.mean(row["seconds"] for row in history[1:])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/sample", help="class-per-folder image tree (default: data/sample)")
+    parser.add_argument("--image-size", type=int, help="override train.image_size")
+    parser.add_argument("--resize", type=int, help="override train.resize (0 = crop only)")
+    parser.add_argument("--batches", type=int, default=10, help="timed training batches (default 10)")
+    args = parser.parse_args()
+
+    params = Params.load("params.yaml")
+    overrides = {k: v for k, v in (("image_size", args.image_size), ("resize", args.resize)) if v is not None}
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, **overrides))
+    seed_everything(0)
+    records, _ = scan_dataset(Path(args.data), params.data.class_names, params.split.max_pixels)
+    rows = [{"path": r.path, "label": r.label} for r in records]
+    p = params.train
+    print(f"# {platform.node()} | {platform.processor() or platform.machine()} | torch {torch.__version__} | "
+          f"{torch.get_num_threads()} threads | {time.strftime('%Y-%m-%d')}")  # fmt: skip
+    print(f"# data {args.data} ({len(rows)} images), image_size {p.image_size}, resize {p.resize}, "
+          f"batch {p.batch_size}, finetune {p.finetune}, num_workers {p.num_workers}")  # fmt: skip
+    train_pipeline, train_raw = training_throughput(rows, params, args.batches)
+    infer_pipeline, infer_raw, single_ms = inference_throughput([r["path"] for r in rows], params, 5)
+    print("| measurement | pipeline img/s | raw img/s | ratio | target |")
+    print("|---|---|---|---|---|")
+    print(f"| training (decode + augment + fwd/bwd) | {train_pipeline:.1f} | {train_raw:.1f} | "
+          f"{train_pipeline / train_raw:.2f} | >= 0.9 |")  # fmt: skip
+    print(f"| batch inference (decode + fwd) | {infer_pipeline:.1f} | {infer_raw:.1f} | "
+          f"{infer_pipeline / infer_raw:.2f} | >= 0.9 |")  # fmt: skip
+    forward_pass, head_epoch = frozen_backbone(rows, params)
+    print(f"| raw single-image forward | | | {single_ms:.1f} ms | (serving budget: + 30 ms) |")
+    print(f"| frozen backbone: head-only epoch vs one forward pass over train ({forward_pass:.2f} s) | "
+          f"{head_epoch:.3f} s | | {head_epoch / forward_pass:.3f} | < 0.05 |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
