@@ -1,7 +1,6 @@
 """Stage `evaluate`: score the test split like the detection literature does, write DVC
 metrics and plots, log them into the training run, and promote the model on the gate."""
 
-import argparse
 import csv
 import json
 import logging
@@ -12,26 +11,17 @@ import mlflow
 from aivsreal import plots, tracking
 from aivsreal.evaluation import evaluate
 from aivsreal.images import BadImageError
-from aivsreal.logs import setup_logging
-from aivsreal.params import Params
 from aivsreal.predictor import Predictor
 from aivsreal.training import read_manifest
-from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO
+from pipeline import stage
+from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS
 
 log = logging.getLogger("pipeline.evaluate")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = Params.load(args.params)
-    tracking.configure_tracking(params.mlflow.tracking_uri)
-    try:
-        run_info = tracking.read_run_info(RUN_INFO)
-    except (FileNotFoundError, RuntimeError) as error:
-        sys.exit(f"evaluate: {error}")
+    params = stage.start(__doc__, argv)
+    run_info = stage.training_run(params, "evaluate")
 
     predictor = Predictor.from_dir(MODEL_DIR)
     class_names = predictor.class_names

@@ -1,36 +1,25 @@
 """Stage `report`: reports/report.md and report.html from the split, train and evaluate outputs."""
 
-import argparse
 import csv
 import json
 import logging
 import shutil
-import sys
 
 import mlflow
 
-from aivsreal import plots, tracking
+from aivsreal import plots
 from aivsreal.evaluation import confident_mistakes
 from aivsreal.images import BadImageError, load_image
-from aivsreal.logs import setup_logging
-from aivsreal.params import Params
 from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
-from pipeline.paths import METRICS, PLOTS, REPORTS, RUN_INFO, SPLIT_SUMMARY
+from pipeline import stage
+from pipeline.paths import METRICS, PLOTS, REPORTS, SPLIT_SUMMARY
 
 log = logging.getLogger("pipeline.report")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = Params.load(args.params)
-    tracking.configure_tracking(params.mlflow.tracking_uri)
-    try:
-        run_info = tracking.read_run_info(RUN_INFO)
-    except (FileNotFoundError, RuntimeError) as error:
-        sys.exit(f"report: {error}")
+    params = stage.start(__doc__, argv)
+    run_info = stage.training_run(params, "report")
     split = json.loads(SPLIT_SUMMARY.read_text())
     trained = json.loads((METRICS / "train.json").read_text())
     tested = json.loads((METRICS / "evaluate.json").read_text())

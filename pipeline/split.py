@@ -1,27 +1,21 @@
 """Stage `split`: check every image under data.dir and write train/val/test manifests."""
 
-import argparse
 import json
 import logging
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from aivsreal.logs import setup_logging
-from aivsreal.params import Params
 from aivsreal.split import DatasetError, scan_dataset, split_counts, split_manifest
 from aivsreal.training import write_manifest
+from pipeline import stage
 from pipeline.paths import MANIFESTS, METRICS, SPLIT_SUMMARY
 
 log = logging.getLogger("pipeline.split")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = Params.load(args.params)
+    params = stage.start(__doc__, argv)
     fractions = {"train": params.split.train, "val": params.split.val, "test": params.split.test}
     try:
         records, rejected = scan_dataset(Path(params.data.dir), params.data.class_names, params.split.max_pixels)

@@ -1,6 +1,5 @@
 """Stage `train`: fit ResNet18 on the train split, log one MLflow run, register the model."""
 
-import argparse
 import csv
 import hashlib
 import json
@@ -11,11 +10,10 @@ import mlflow
 import pandas as pd
 
 from aivsreal import tracking
-from aivsreal.logs import setup_logging
 from aivsreal.model import WeightsUnavailableError, save_model
-from aivsreal.params import Params
 from aivsreal.serving import encode_image, signature
 from aivsreal.training import calibrate, read_manifest, train
+from pipeline import stage
 from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO
 
 log = logging.getLogger("pipeline.train")
@@ -30,11 +28,7 @@ def data_hash() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    params = Params.load(args.params)
+    params = stage.start(__doc__, argv)
     root = tracking.project_root()
     uri = tracking.configure_tracking(params.mlflow.tracking_uri, root)
     try:

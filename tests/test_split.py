@@ -217,3 +217,19 @@ def test_split_counts_add_up(tmp_path):
     assert counts["total_kept"] == sum(sum(counts[name].values()) for name in SPLITS) == len(records)
     assert counts["rejected"] == {"ai": 1, "real": 2}
     assert counts["total_rejected"] == len(rejected) == 3
+
+
+def test_a_folder_of_sources_is_read_as_their_union(tmp_path):
+    """facebench-style layout: data/<source>/<class>/ for several sources."""
+    dev = make_tree(tmp_path / "dev", {"ai": 3, "real": 4})
+    extra = make_tree(tmp_path / "extra", {"ai": 5, "real": 2})
+    # make_tree seeds by class and index only: make the second source's files distinct
+    for label, paths in extra.items():
+        for i, path in enumerate(paths):
+            write_image(path, seed=500 + 10 * len(label) + i)
+    records, rejected = scan(tmp_path)
+    assert rejected == []
+    assert sorted(r.path for r in records if r.label == "ai") == sorted(
+        [f"dev/ai/ai_{i:03d}.png" for i in range(3)] + [f"extra/ai/ai_{i:03d}.png" for i in range(5)]
+    )
+    assert sum(r.label == "real" for r in records) == len(dev["real"]) + len(extra["real"])

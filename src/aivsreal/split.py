@@ -41,7 +41,11 @@ class Rejected:
 def scan_dataset(
     data_dir: Path, class_names: list[str], max_pixels: int, root: Path | None = None
 ) -> tuple[list[ImageRecord], list[Rejected]]:
-    """Read every file under data_dir/<class>/, keeping those that decode as images."""
+    """Read every file under data_dir/<class>/, keeping those that decode as images.
+
+    A folder of sources, each with its own class folders (data_dir/<source>/<class>/, like
+    facebench's dev/ and extra/), is read as the union of its sources.
+    """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetError(
@@ -51,10 +55,12 @@ def scan_dataset(
     records: list[ImageRecord] = []
     rejected: list[Rejected] = []
     for label in class_names:
-        folder = data_dir / label
-        if not folder.is_dir():
-            raise DatasetError(f"class folder {folder} is missing: create it and put {label!r} images there")
-        candidates, skipped = list_image_files(folder)
+        folders = class_folders(data_dir, label)
+        candidates, skipped = [], []
+        for folder in folders:
+            found, passed_over = list_image_files(folder)
+            candidates += found
+            skipped += passed_over
         rejected += [Rejected(_display(p, root), label, reason) for p, reason in skipped]
         for path in tqdm(candidates, desc=f"checking {label}", unit="img", leave=False, disable=None):
             shown = _display(path, root)
@@ -78,6 +84,19 @@ def scan_dataset(
                 + "".join(f"\n  {r.path}: {r.reason}" for r in rejected if r.label == label)[:2000]
             )
     return records, rejected
+
+
+def class_folders(data_dir: Path, label: str) -> list[Path]:
+    """data_dir/<label>, or else every data_dir/<source>/<label>; a clear error when neither exists."""
+    if (data_dir / label).is_dir():
+        return [data_dir / label]
+    sources = sorted(p for p in data_dir.glob(f"*/{label}") if p.is_dir())
+    if not sources:
+        raise DatasetError(
+            f"class folder {data_dir / label} is missing (and no {data_dir}/<source>/{label} either): "
+            f"create it and put {label!r} images there"
+        )
+    return sources
 
 
 def _drop_cross_class_duplicates(

@@ -1,0 +1,26 @@
+"""What every stage entry point does first: parse --params, set up logging, load params."""
+
+import argparse
+import sys
+
+from aivsreal import tracking
+from aivsreal.logs import setup_logging
+from aivsreal.params import Params
+from pipeline.paths import RUN_INFO
+
+
+def start(description: str, argv: list[str] | None = None) -> Params:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    return Params.load(args.params)
+
+
+def training_run(params: Params, stage: str) -> dict:
+    """The train stage's MLflow run, in the configured store; exits with a clear message if it is gone."""
+    tracking.configure_tracking(params.mlflow.tracking_uri)
+    try:
+        return tracking.read_run_info(RUN_INFO)
+    except (FileNotFoundError, RuntimeError) as error:
+        sys.exit(f"{stage}: {error}")
