@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import sys
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": _best(result, "val_loss")})
 
         save_model(result.model, result.config, MODEL_DIR)
-        example = pd.DataFrame({"image": [encode_image(open(val_rows[0]["path"], "rb").read())]})
+        example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
         info = tracking.log_pyfunc_model(
             MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model
         )

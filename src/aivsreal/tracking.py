@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -145,9 +147,6 @@ def model_card(model_uri: str) -> dict:
 
     `model_uri` is `models:/NAME@ALIAS` or `models:/NAME/VERSION`; other sources give an empty card.
     """
-    import re
-    from datetime import UTC, datetime
-
     match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
     if not match:
         return {}
