@@ -11,7 +11,7 @@ PORT   ?= 5001
 FACEBENCH ?= ../shared/facebench
 # Real faces: native-resolution 128 px crops (no downscaling: it erases generator traces), whole network trained.
 FACEBENCH_PRESET := -S data.dir=$(FACEBENCH) -S train.image_size=128 -S train.resize=0 \
-                    -S train.batch_size=32 -S train.lr=0.0003 -S train.epochs=12 -S train.patience=4
+                    -S train.batch_size=32 -S train.lr=0.0003 -S train.epochs=25 -S train.patience=25
 
 .PHONY: help setup pipeline test test-all lint serve ui app facebench
 

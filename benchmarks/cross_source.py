@@ -4,7 +4,7 @@
     python benchmarks/cross_source.py --train dev --test extra
 
 Uses params.yaml with the `make facebench` overrides (128 px native crops, lr 3e-4, batch 32,
-12 epochs, patience 4); validation is a stratified 15 % of the training source. Prints
+25 epochs, best on validation, no early stop); validation is a stratified 15 % of the training source. Prints
 accuracy and ROC AUC on every image of the test source: an honest estimate for held-out faces
 from a source like that one. Skips (exit 0) when ../shared/facebench is absent.
 """
@@ -25,7 +25,7 @@ from aivsreal.split import scan_dataset
 from aivsreal.training import calibrate, train
 
 FACEBENCH = Path(__file__).resolve().parents[2] / "shared" / "facebench"
-PRESET = {"image_size": 128, "resize": 0, "batch_size": 32, "lr": 0.0003, "epochs": 12, "patience": 4}
+PRESET = {"image_size": 128, "resize": 0, "batch_size": 32, "lr": 0.0003, "epochs": 25, "patience": 25}
 
 
 def rows_of(records) -> list[dict[str, str]]:
