@@ -1,7 +1,6 @@
 """Stage `evaluate`: score the test split like the detection literature does, write DVC
 metrics and plots, log them into the training run, and promote the model on the gate."""
 
-import csv
 import json
 import logging
 import sys
@@ -48,10 +47,12 @@ def main(argv: list[str] | None = None) -> None:
 
     PLOTS.mkdir(exist_ok=True)
     predictions = result.predictions
-    _write_csv(PLOTS / "confusion.csv", [{"actual": p["actual"], "predicted": p["predicted"]} for p in predictions])
-    _write_csv(PLOTS / "roc.csv", [dict(zip(result.roc, values)) for values in zip(*result.roc.values())])
-    _write_csv(PLOTS / "test_predictions.csv", predictions)
-    _write_csv(PLOTS / "robustness.csv", result.robustness)
+    stage.write_csv(
+        PLOTS / "confusion.csv", [{"actual": p["actual"], "predicted": p["predicted"]} for p in predictions]
+    )
+    stage.write_csv(PLOTS / "roc.csv", [dict(zip(result.roc, values)) for values in zip(*result.roc.values())])
+    stage.write_csv(PLOTS / "test_predictions.csv", predictions)
+    stage.write_csv(PLOTS / "robustness.csv", result.robustness)
     figures = {
         "confusion_matrix.png": plots.confusion_figure(result.confusion, class_names),
         "roc.png": plots.roc_figure(result.roc["fpr"], result.roc["tpr"], metrics["roc_auc"], class_names[0]),
@@ -110,13 +111,6 @@ def _flat_test_metrics(metrics: dict, class_names: list[str]) -> dict[str, float
             flat |= {f"test_{key}_{k}": float(value[k]) for k in ("precision", "recall", "f1")}
     flat["test_metadata_shortcut_balanced_accuracy"] = metrics["metadata_shortcut"]["balanced_accuracy"]
     return flat
-
-
-def _write_csv(path, rows: list[dict]) -> None:
-    with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
 """Stage `report`: reports/report.md and report.html from the split, train and evaluate outputs."""
 
-import csv
 import json
 import logging
 import shutil
@@ -23,10 +22,10 @@ def main(argv: list[str] | None = None) -> None:
     split = json.loads(SPLIT_SUMMARY.read_text())
     trained = json.loads((METRICS / "train.json").read_text())
     tested = json.loads((METRICS / "evaluate.json").read_text())
-    history = [{k: float(v) for k, v in row.items()} for row in _read_csv(PLOTS / "train_history.csv")]
-    robustness = _read_csv(PLOTS / "robustness.csv")
+    history = [{k: float(v) for k, v in row.items()} for row in stage.read_csv(PLOTS / "train_history.csv")]
+    robustness = stage.read_csv(PLOTS / "robustness.csv")
     p_key = f"p_{params.data.class_names[0]}"
-    predictions = [row | {p_key: float(row[p_key])} for row in _read_csv(PLOTS / "test_predictions.csv")]
+    predictions = [row | {p_key: float(row[p_key])} for row in stage.read_csv(PLOTS / "test_predictions.csv")]
 
     figures = REPORTS / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -46,11 +45,6 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_artifact(str(REPORTS / "report.md"), "report")
         mlflow.log_artifacts(str(figures), "report/figures")
     log.info("wrote %s and %s", REPORTS / "report.md", REPORTS / "report.html")
-
-
-def _read_csv(path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def _gallery(mistakes: dict[str, list[dict]], positive: str) -> dict[str, list]:

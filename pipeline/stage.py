@@ -1,7 +1,9 @@
 """What every stage entry point does first: parse --params, set up logging, load params."""
 
 import argparse
+import csv
 import sys
+from pathlib import Path
 
 from aivsreal import tracking
 from aivsreal.logs import setup_logging
@@ -24,3 +26,16 @@ def training_run(params: Params, stage: str) -> dict:
         return tracking.read_run_info(RUN_INFO)
     except (FileNotFoundError, RuntimeError) as error:
         sys.exit(f"{stage}: {error}")
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """A stage's table output (DVC plots read these): header from the first row's keys."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

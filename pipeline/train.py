@@ -1,6 +1,5 @@
 """Stage `train`: fit ResNet18 on the train split, log one MLflow run, register the model."""
 
-import csv
 import hashlib
 import json
 import logging
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_params(params.flat())
         mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train"})
         try:
-            result = train(params, train_rows, val_rows, on_epoch=lambda row: _log_epoch(row))
+            result = train(params, train_rows, val_rows, on_epoch=_log_epoch)
         except WeightsUnavailableError as error:
             sys.exit(f"train: {error}")
         calibrated = calibrate(result, val_rows, params.calibration)
@@ -56,7 +55,8 @@ def main(argv: list[str] | None = None) -> None:
         weights_used = result.config.pretrained_used
         mlflow.log_param("pretrained_used", weights_used)
         mlflow.set_tag("pretrained_used", weights_used)
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": _best(result, "val_loss")})
+        best = result.history[result.best_epoch - 1]
+        mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": best["val_loss"]})
 
         save_model(result.model, result.config, MODEL_DIR)
         example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None) -> None:
         )
         version = str(info.registered_model_version)
 
-    best = result.history[result.best_epoch - 1]
     METRICS.mkdir(exist_ok=True)
     (METRICS / "train.json").write_text(
         json.dumps(
@@ -84,10 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         + "\n"
     )
     PLOTS.mkdir(exist_ok=True)
-    with open(PLOTS / "train_history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(result.history[0]))
-        writer.writeheader()
-        writer.writerows(result.history)
+    stage.write_csv(PLOTS / "train_history.csv", result.history)
     tracking.write_run_info(
         RUN_INFO,
         {
@@ -107,10 +103,6 @@ def main(argv: list[str] | None = None) -> None:
 
 def _log_epoch(row: dict) -> None:
     mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
-
-
-def _best(result, key: str) -> float:
-    return result.history[result.best_epoch - 1][key]
 
 
 if __name__ == "__main__":
