@@ -9,9 +9,7 @@ PORT   ?= 5001
 
 .DEFAULT_GOAL := help
 FACEBENCH ?= ../shared/facebench
-# Real faces: native-resolution 128 px crops (no downscaling: it erases generator traces), whole network trained.
-FACEBENCH_PRESET := -S data.dir=$(FACEBENCH) -S train.image_size=128 -S train.resize=0 \
-                    -S train.batch_size=32 -S train.lr=0.0003 -S train.epochs=25 -S train.patience=25
+# Real faces: the preset in params/facebench.yaml (noise-residual input, native-resolution crops), checked first.
 
 .PHONY: help setup pipeline test test-all lint serve ui app facebench
 
@@ -31,7 +29,7 @@ pipeline: setup  ## set up, then run the whole DVC pipeline on data.dir (sample 
 	dvc metrics show
 
 facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/) as a DVC experiment
-	dvc exp run $(FACEBENCH_PRESET)
+	flags="$$(python -m aivsreal.params params/facebench.yaml)" && eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
 	dvc metrics show
 
 test: setup  ## set up, then run the test suite (unit + integration, no slow tests)

@@ -1,7 +1,7 @@
 """Speed benchmark: the pipeline's own throughput against the raw model work, as ratios.
 
     python benchmarks/speed.py                      # sample data (data/sample, after `make pipeline`)
-    python benchmarks/speed.py --data ../shared/facebench/dev --image-size 128 --resize 0
+    python benchmarks/speed.py --data ../shared/facebench/dev --preset params/facebench.yaml
 
 Prints a table; the numbers in benchmarks/RESULTS.md come from it. Each ratio compares two
 measurements taken in the same run on the same machine, so the machine's speed cancels out.
@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aivsreal.model import ModelConfig, build_model, set_trainable
-from aivsreal.params import Params
+from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
 from aivsreal.split import scan_dataset
 from aivsreal.training import ManifestDataset, backbone_features, seed_everything, train
@@ -36,10 +36,21 @@ def timed(step, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
+def model_of(params: Params) -> torch.nn.Module:
+    m = params.model
+    return build_model(2, m.hidden, m.dropout, "none", input_filter=m.input_filter, residual_clip=m.residual_clip)[0]
+
+
+def config_of(params: Params) -> ModelConfig:
+    m, p = params.model, params.train
+    return ModelConfig(params.data.class_names, m.hidden, m.dropout, p.image_size, p.resize,
+                       input_filter=m.input_filter, residual_clip=m.residual_clip, eval_size=p.eval_size)  # fmt: skip
+
+
 def training_throughput(rows, params: Params, batches: int) -> tuple[float, float]:
     """(pipeline images/s with decoding + augmentation from files, raw images/s on in-memory tensors)."""
     p = params.train
-    model, _ = build_model(2, params.model.hidden, params.model.dropout, "none")
+    model = model_of(params)
     optimizer = torch.optim.AdamW(set_trainable(model, p.finetune), lr=p.lr)
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
@@ -72,10 +83,10 @@ def training_throughput(rows, params: Params, batches: int) -> tuple[float, floa
 
 def inference_throughput(paths, params: Params, repeats: int) -> tuple[float, float, float]:
     """(Predictor images/s from files incl. decoding, raw forward images/s, raw single-image ms)."""
-    p = params.train
-    model, _ = build_model(2, params.model.hidden, params.model.dropout, "none")
-    predictor = Predictor(model, ModelConfig(params.data.class_names, params.model.hidden, params.model.dropout,
-                                             p.image_size, p.resize))  # fmt: skip
+    config = config_of(params)
+    model = model_of(params)
+    predictor = Predictor(model, config)
+    size = config.eval_crop
     batch = params.evaluate.batch_size
     paths = (paths * (batch // max(len(paths), 1) + 1))[:batch]
 
@@ -83,10 +94,10 @@ def inference_throughput(paths, params: Params, repeats: int) -> tuple[float, fl
         predictor.predict_proba(predictor.load_many(paths), batch)
 
     pipeline = batch / timed(from_files, repeats)
-    inputs = torch.randn(batch, 3, p.image_size, p.image_size)
+    inputs = torch.randn(batch, 3, size, size)
     with torch.inference_mode():
         raw = batch / timed(lambda: model(inputs), repeats)
-        one = torch.randn(1, 3, p.image_size, p.image_size)
+        one = torch.randn(1, 3, size, size)
         single_ms = statistics.median(timed(lambda: model(one), 1) for _ in range(20)) * 1000
     return pipeline, raw, single_ms
 
@@ -96,8 +107,8 @@ def frozen_backbone(rows, params: Params) -> tuple[float, float]:
     p = dataclasses.replace(params.train, finetune="head", epochs=3, patience=99)
     params = dataclasses.replace(params, train=p, model=dataclasses.replace(params.model, pretrained="none"))
     train_rows, val_rows = rows[::2], rows[1::2]
-    model, _ = build_model(2, params.model.hidden, params.model.dropout, "none")
-    transform = build_transforms(p.image_size, p.resize, train=False)
+    model = model_of(params)
+    transform = config_of(params).eval_transform()
     loader = DataLoader(ManifestDataset(train_rows, params.data.class_names, transform, params.split.max_pixels),
                         batch_size=p.batch_size, num_workers=p.num_workers)  # fmt: skip
     started = time.perf_counter()
@@ -110,14 +121,17 @@ def frozen_backbone(rows, params: Params) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/sample", help="class-per-folder image tree (default: data/sample)")
+    parser.add_argument("--preset", help="overrides file applied to params.yaml, e.g. params/facebench.yaml")
     parser.add_argument("--image-size", type=int, help="override train.image_size")
     parser.add_argument("--resize", type=int, help="override train.resize (0 = crop only)")
     parser.add_argument("--batches", type=int, default=10, help="timed training batches (default 10)")
     args = parser.parse_args()
 
-    params = Params.load("params.yaml")
-    overrides = {k: v for k, v in (("image_size", args.image_size), ("resize", args.resize)) if v is not None}
-    params = dataclasses.replace(params, train=dataclasses.replace(params.train, **overrides))
+    overrides = load_overrides(args.preset) if args.preset else {}
+    for key in ("image_size", "resize"):
+        if getattr(args, key) is not None:
+            overrides[f"train.{key}"] = getattr(args, key)
+    params = Params.load("params.yaml").with_overrides(overrides)
     seed_everything(0)
     records, _ = scan_dataset(Path(args.data), params.data.class_names, params.split.max_pixels)
     rows = [{"path": r.path, "label": r.label} for r in records]
@@ -125,6 +139,7 @@ def main() -> None:
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | {time.strftime('%Y-%m-%d')}")  # fmt: skip
     print(f"# data {args.data} ({len(rows)} images), image_size {p.image_size}, resize {p.resize}, "
+          f"inference crop {config_of(params).eval_crop}, input_filter {params.model.input_filter}, "
           f"batch {p.batch_size}, finetune {p.finetune}, num_workers {p.num_workers}")  # fmt: skip
     train_pipeline, train_raw = training_throughput(rows, params, args.batches)
     infer_pipeline, infer_raw, single_ms = inference_throughput([r["path"] for r in rows], params, 5)

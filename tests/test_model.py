@@ -16,12 +16,14 @@ from aivsreal.model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     ModelConfig,
+    ResidualFilter,
     WeightsUnavailableError,
     build_model,
     load_saved_model,
     save_model,
     set_trainable,
 )
+from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 IMAGENET_CACHED = (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists()
 needs_offline = pytest.mark.skipif(IMAGENET_CACHED, reason="ImageNet weights are in the torch cache")
@@ -168,3 +170,58 @@ def test_config_eval_transform_gives_the_configured_size():
     config = ModelConfig(["ai", "real"], hidden=8, dropout=0.0, image_size=24, resize=32)
     tensor = config.eval_transform()(Image.new("RGB", (50, 40)))
     assert tensor.shape == (3, 24, 24)
+
+
+def test_config_eval_size_crops_larger_than_the_training_crop():
+    config = ModelConfig(["ai", "real"], hidden=8, dropout=0.0, image_size=24, resize=0, eval_size=48)
+    assert config.eval_transform()(Image.new("RGB", (64, 64))).shape == (3, 48, 48)
+
+
+def normalised(grey_levels: torch.Tensor) -> torch.Tensor:
+    """0-255 images as build_transforms normalises them."""
+    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (grey_levels / 255.0 - mean) / std
+
+
+def test_residual_filter_removes_content_and_keeps_fine_noise():
+    torch.manual_seed(0)
+    ramp = torch.linspace(0, 200, 32).view(1, 1, 1, 32).expand(1, 3, 32, 32)  # smooth content: a linear ramp
+    noise = torch.randint(-1, 2, (1, 3, 32, 32)).float()  # +-1 grey level
+    residual_filter = ResidualFilter(list(IMAGENET_STD), clip=3.0)
+    smooth = residual_filter(normalised(ramp))
+    noisy = residual_filter(normalised(ramp + noise))
+    assert smooth.abs().max() < 1e-4  # a linear ramp (and any constant) has no Laplacian residual
+    assert noisy.abs().mean() > 0.2  # one grey level of noise is a large signal after the filter
+    assert noisy.abs().max() <= 1.0  # clipped at 3 grey levels, scaled to [-1, 1]
+    brighter = residual_filter(normalised(ramp + noise + 30))
+    torch.testing.assert_close(brighter, noisy, atol=1e-4, rtol=0)  # brightness does not matter
+
+
+def test_residual_model_saves_and_loads_with_its_filter(tmp_path):
+    torch.manual_seed(0)
+    model, _ = build_model(2, hidden=8, dropout=0.0, input_filter="residual", residual_clip=2.0)
+    assert isinstance(model.conv1.residual, ResidualFilter)
+    config = ModelConfig(["ai", "real"], 8, 0.0, image_size=32, resize=0, input_filter="residual", residual_clip=2.0)
+    save_model(model, config, tmp_path / "saved")
+    state = torch.load(tmp_path / "saved" / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    assert "conv1.conv.weight" in state and not any("kernel" in key for key in state)  # the filter is fixed, not saved
+
+    loaded, loaded_config = load_saved_model(tmp_path / "saved")
+
+    assert loaded_config.input_filter == "residual" and loaded.conv1.residual.clip == 2.0
+    batch = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), model.eval()(batch), rtol=0, atol=0)
+
+
+def test_local_weights_load_under_the_residual_filter(resnet_weights_file):
+    path, state = resnet_weights_file
+    model, used = build_model(2, hidden=8, dropout=0.0, pretrained=str(path), input_filter="residual")
+    assert used.startswith("file:")
+    torch.testing.assert_close(model.conv1.conv.weight, state["conv1.weight"])
+
+
+def test_unknown_input_filter_is_rejected():
+    with pytest.raises(ValueError, match="input_filter"):
+        build_model(2, hidden=8, dropout=0.0, input_filter="srm")

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aivsreal.params import Params, ParamsError
+from aivsreal.params import Params, ParamsError, dvc_set_flags, load_overrides, main
 
 PARAMS_YAML = Path(__file__).resolve().parents[1] / "params.yaml"
+FACEBENCH_PRESET = PARAMS_YAML.parent / "params" / "facebench.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,10 @@ def _delete(section: str, key: str):
         pytest.param(_set("train", "optimizer", "sgd"), "train.optimizer", id="bad optimizer"),
         pytest.param(_set("model", "dropout", 1.0), "model.dropout", id="dropout out of range"),
         pytest.param(_set("train", "train_fraction", 0.0), "train.train_fraction", id="train_fraction zero"),
+        pytest.param(_set("model", "input_filter", "srm"), "model.input_filter", id="bad input filter"),
+        pytest.param(_set("model", "residual_clip", 0.0), "model.residual_clip", id="residual clip zero"),
+        pytest.param(_set("train", "lr_schedule", "cosine"), "train.lr_schedule", id="bad lr schedule"),
+        pytest.param(_set("train", "eval_size", 8), "train.eval_size", id="eval_size below image_size"),
     ],
 )
 def test_bad_params_raise_params_error_naming_the_key(tmp_path, raw_params, mutate, named):
@@ -125,3 +130,40 @@ def test_flat_has_one_dotted_key_per_param(raw_params):
     assert flat["train.lr"] == params.train.lr
     expected = {f"{section}.{key}" for section, values in raw_params.items() for key in values}
     assert set(flat) == expected
+
+
+def test_overrides_replace_dotted_keys_and_are_checked():
+    params = Params.load(PARAMS_YAML)
+    changed = params.with_overrides({"train.lr": 0.5, "model.input_filter": "residual", "train.epochs": 3})
+    assert (changed.train.lr, changed.model.input_filter, changed.train.epochs) == (0.5, "residual", 3)
+    assert params.train.epochs != 3 or params.train.lr != 0.5  # the original is untouched
+    with pytest.raises(ParamsError, match="train.epochz"):
+        params.with_overrides({"train.epochz": 3})
+    with pytest.raises(ParamsError, match="train.epochs"):
+        params.with_overrides({"train.epochs": "many"})
+    with pytest.raises(ParamsError, match="model.input_filter"):
+        params.with_overrides({"model.input_filter": "srm"})
+
+
+def test_facebench_preset_is_valid_and_prints_dvc_flags(capsys):
+    overrides = load_overrides(FACEBENCH_PRESET)
+    params = Params.load(PARAMS_YAML).with_overrides(overrides)
+    assert params.model.input_filter == "residual" and params.model.pretrained == "none"
+
+    main([str(FACEBENCH_PRESET), "--params", str(PARAMS_YAML)])
+
+    flags = capsys.readouterr().out.split()
+    assert flags.count("-S") == len(overrides)
+    assert "model.input_filter=residual" in flags and "train.eval_size=256" in flags
+
+
+def test_dvc_flags_quote_what_the_shell_would_split():
+    flags = dvc_set_flags({"data.dir": "my faces/x", "train.hflip": False})
+    assert flags == "-S 'data.dir=my faces/x' -S train.hflip=false"
+
+
+def test_a_preset_without_dotted_keys_is_rejected(tmp_path):
+    path = tmp_path / "preset.yaml"
+    path.write_text("train:\n  lr: 0.1\n")
+    with pytest.raises(ParamsError, match="dotted"):
+        load_overrides(path)

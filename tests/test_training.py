@@ -8,16 +8,17 @@ import pytest
 import torch
 from conftest import PROJECT
 from helpers_images import random_image
+from PIL import Image, ImageFilter
 
 from aivsreal.params import Params
 from aivsreal.training import class_weights, read_manifest, subsample, train, write_manifest
 
 
-def tiny_params(**train_overrides) -> Params:
+def tiny_params(model_overrides: dict | None = None, **train_overrides) -> Params:
     params = Params.load(PROJECT / "params.yaml")
     tiny = {"epochs": 2, "patience": 5, "batch_size": 8, "image_size": 16, "resize": 16}
     train_params = dataclasses.replace(params.train, **(tiny | train_overrides))
-    model = dataclasses.replace(params.model, pretrained="none", hidden=8)
+    model = dataclasses.replace(params.model, pretrained="none", hidden=8, **(model_overrides or {}))
     return dataclasses.replace(params, train=train_params, model=model)
 
 
@@ -113,3 +114,32 @@ def test_head_mode_trains_on_cached_features_that_match_the_full_network(rows):
     best = result.history[result.best_epoch - 1]
     assert val_loss == pytest.approx(best["val_loss"], rel=1e-5)
     assert val_accuracy == best["val_accuracy"]
+
+
+@pytest.fixture(scope="module")
+def noise_rows(tmp_path_factory):
+    """Same smooth pictures in both classes; "real" adds +-2 grey levels of noise: only the residual differs."""
+    folder = tmp_path_factory.mktemp("noise")
+    generator = torch.Generator().manual_seed(0)
+    all_rows = []
+    for i in range(16):
+        smooth = random_image((48, 48), seed=i).filter(ImageFilter.GaussianBlur(4))
+        pixels = torch.frombuffer(bytearray(smooth.tobytes()), dtype=torch.uint8).to(torch.int16)
+        noisy = (pixels + torch.randint(-2, 3, pixels.shape, generator=generator)).clamp(0, 255).to(torch.uint8)
+        for label, image in (("ai", smooth), ("real", Image.frombytes("RGB", smooth.size, noisy.numpy().tobytes()))):
+            path = folder / f"{label}_{i}.png"
+            image.save(path)
+            all_rows.append({"path": str(path), "label": label, "sha256": f"{label}{i}"})
+    return all_rows[: len(all_rows) // 2], all_rows[len(all_rows) // 2 :]
+
+
+def test_residual_input_learns_a_noise_only_difference_with_a_onecycle_schedule(noise_rows):
+    params = tiny_params(
+        {"input_filter": "residual"}, epochs=8, lr=0.003, lr_schedule="onecycle", image_size=24, resize=0, eval_size=48
+    )
+    result = train(params, *noise_rows)
+    # the kept (best-validation) epoch separates whole 48 px images after training on 24 px crops
+    assert result.history[result.best_epoch - 1]["val_accuracy"] == 1.0
+    assert result.config.input_filter == "residual" and result.config.eval_crop == 48
+    lrs = [row["lr"] for row in result.history]
+    assert max(lrs) <= 0.003 and lrs[0] > lrs[-1] * 20  # warmed up, then annealed towards zero

@@ -84,7 +84,9 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         lines.append(f"Model: `{source}`")
     lines += [
         f"Pretrained weights: {config.pretrained_used}",
-        f"Input: {config.image_size} px crop" + (f" of {config.resize} px" if config.resize else ""),
+        f"Input: {config.eval_crop} px centre crop"
+        + (f" of {config.resize} px" if config.resize else "")
+        + (" through the noise-residual filter" if config.input_filter == "residual" else ""),
         f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
     ]
     st.sidebar.header("Model card")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import socket
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
@@ -24,6 +26,7 @@ log = logging.getLogger(__name__)
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 DOWNLOAD_TIMEOUT_S = 20  # per socket operation while fetching ImageNet weights
+INPUT_FILTERS = ("none", "residual")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -46,9 +49,43 @@ class ModelConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     pretrained_used: str = "none"
     arch: str = "resnet18"
+    input_filter: str = "none"  # "residual": the network sees the clipped high-pass residual (ResidualFilter)
+    residual_clip: float = 3.0  # grey levels at which the residual is clipped
+    eval_size: int = 0  # side of the centre crop at inference; 0 = image_size
+
+    @property
+    def eval_crop(self) -> int:
+        return self.eval_size or self.image_size
 
     def eval_transform(self):
-        return build_transforms(self.image_size, self.resize, train=False, mean=tuple(self.mean), std=tuple(self.std))
+        return build_transforms(self.eval_crop, self.resize, train=False, mean=tuple(self.mean), std=tuple(self.std))
+
+
+class ResidualFilter(nn.Module):
+    """Fixed high-pass front end: each colour channel's Laplacian residual, clipped and scaled.
+
+    The noise residual of steganalysis and image forensics (the spatial rich model of Fridrich and
+    Kodovsky 2012; Cozzolino et al. 2017): a fixed filter removes the image content, so the network
+    learns from pixel-level noise statistics instead of faces, and a truncation keeps it to the small
+    values where generator and camera traces live. The input is the normalised tensor of
+    `build_transforms`; `std` brings it back to grey levels (the kernel sums to zero, so the mean
+    cancels). Output: 3 channels in [-1, 1], the shape ResNet18's first convolution expects, 2 pixels
+    smaller than the input (no padding).
+    """
+
+    def __init__(self, std: list[float], clip: float):
+        super().__init__()
+        if clip <= 0:
+            raise ValueError(f"residual clip must be positive, got {clip}")
+        laplacian = torch.tensor([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]])
+        self.register_buffer("kernel", laplacian.expand(3, 1, 3, 3).clone(), persistent=False)
+        self.register_buffer("scale", torch.tensor(std).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.clip = clip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # no padding: a padded border would invent residuals; the output is 2 pixels smaller
+        residual = F.conv2d(x, self.kernel, groups=3) * self.scale
+        return residual.clamp(-self.clip, self.clip) / self.clip
 
 
 def build_head(in_features: int, hidden: int, dropout: float, n_classes: int) -> nn.Sequential:
@@ -61,11 +98,27 @@ def build_head(in_features: int, hidden: int, dropout: float, n_classes: int) ->
     )
 
 
-def build_model(n_classes: int, hidden: int, dropout: float, pretrained: str = "none") -> tuple[nn.Module, str]:
-    """ResNet18 with our head; returns (model, what weights were really loaded)."""
+def build_model(
+    n_classes: int,
+    hidden: int,
+    dropout: float,
+    pretrained: str = "none",
+    input_filter: str = "none",
+    residual_clip: float = 3.0,
+    std: list[float] | tuple[float, ...] = IMAGENET_STD,
+) -> tuple[nn.Module, str]:
+    """ResNet18 with our head; returns (model, what weights were really loaded).
+
+    `input_filter="residual"` puts a `ResidualFilter` in front of the first convolution
+    (`conv1` becomes `conv1.residual` + `conv1.conv`); pretrained weights still load into the rest.
+    """
+    if input_filter not in INPUT_FILTERS:
+        raise ValueError(f"input_filter must be one of {INPUT_FILTERS}, got {input_filter!r}")
     model = resnet18(weights=None)
     used = load_backbone_weights(model, pretrained)
     model.fc = build_head(model.fc.in_features, hidden, dropout, n_classes)
+    if input_filter == "residual":
+        model.conv1 = nn.Sequential(OrderedDict(residual=ResidualFilter(list(std), residual_clip), conv=model.conv1))
     return model, used
 
 
@@ -153,7 +206,10 @@ def load_saved_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
             f"{folder} is not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}): run `dvc repro` to train one"
         )
     config = ModelConfig(**json.loads(config_path.read_text()))
-    model, _ = build_model(len(config.class_names), config.hidden, config.dropout, pretrained="none")
+    model, _ = build_model(
+        len(config.class_names), config.hidden, config.dropout, pretrained="none",
+        input_filter=config.input_filter, residual_clip=config.residual_clip, std=config.std,
+    )  # fmt: skip
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return model, config

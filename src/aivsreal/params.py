@@ -6,7 +6,10 @@ frozen dataclass; an unknown key, a missing key or a wrong type is an error nami
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import json
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -45,6 +48,8 @@ class SplitParams:
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
     pretrained: str
+    input_filter: str
+    residual_clip: float
     hidden: int
     dropout: float
 
@@ -60,6 +65,8 @@ class TrainParams:
     batch_size: int
     image_size: int
     resize: int
+    eval_size: int
+    lr_schedule: str
     train_fraction: float
     class_weights: bool
     hflip: bool
@@ -155,8 +162,31 @@ class Params:
                 raise ParamsError(f"train.{key} must be a probability in [0, 1], got {getattr(self.train, key)}")
         if not 1 <= self.train.jpeg_quality_min <= 100:
             raise ParamsError(f"train.jpeg_quality_min must be in [1, 100], got {self.train.jpeg_quality_min}")
+        if self.model.input_filter not in ("none", "residual"):
+            raise ParamsError(f"model.input_filter must be none or residual, got {self.model.input_filter!r}")
+        if self.model.residual_clip <= 0:
+            raise ParamsError(f"model.residual_clip must be positive, got {self.model.residual_clip}")
+        if self.train.lr_schedule not in ("constant", "onecycle"):
+            raise ParamsError(f"train.lr_schedule must be constant or onecycle, got {self.train.lr_schedule!r}")
+        if self.train.eval_size and self.train.eval_size < self.train.image_size:
+            raise ParamsError(
+                f"train.eval_size ({self.train.eval_size}) is smaller than train.image_size "
+                f"({self.train.image_size}): set it >= image_size, or 0 to use image_size"
+            )
         if not 0 <= self.model.dropout < 1:
             raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
+
+    def with_overrides(self, overrides: dict[str, object]) -> Params:
+        """A copy with dotted keys replaced (`{"train.lr": 0.001}`), checked like params.yaml."""
+        raw = dataclasses.asdict(self)
+        for dotted, value in overrides.items():
+            section, _, key = dotted.partition(".")
+            if key not in raw.get(section, {}):
+                raise ParamsError(f"unknown key {dotted} in overrides (known sections: {sorted(raw)})")
+            raw[section][key] = value
+        params = _build(Params, raw, "")
+        params.validate()
+        return params
 
     def flat(self) -> dict[str, object]:
         """`{"train.lr": 0.001, ...}`, as logged to MLflow."""
@@ -215,3 +245,37 @@ def _is_unit(text: str) -> bool:
 
 def _join(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
+
+
+def load_overrides(path: str | Path) -> dict[str, object]:
+    """A preset: a YAML mapping of dotted keys to values, e.g. params/facebench.yaml."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(raw, dict) or not all(isinstance(key, str) and "." in key for key in raw):
+        raise ParamsError(f"{path} must map dotted keys (section.key) to values")
+    return raw
+
+
+def dvc_set_flags(overrides: dict[str, object]) -> str:
+    """`-S key=value` flags for `dvc exp run` (DVC parses each value as YAML; JSON is YAML)."""
+    flags = []
+    for key, value in overrides.items():
+        text = value if isinstance(value, str) else json.dumps(value)
+        flags.append(f"-S {shlex.quote(f'{key}={text}')}")
+    return " ".join(flags)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m aivsreal.params",
+        description="Check a preset against params.yaml and print it as `dvc exp run -S` flags.",
+    )
+    parser.add_argument("preset", help="YAML file of dotted overrides, e.g. params/facebench.yaml")
+    parser.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
+    args = parser.parse_args(argv)
+    overrides = load_overrides(args.preset)
+    Params.load(args.params).with_overrides(overrides)  # fail here, with the key named, not inside dvc
+    print(dvc_set_flags(overrides))
+
+
+if __name__ == "__main__":
+    main()

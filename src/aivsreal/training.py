@@ -108,8 +108,9 @@ def train(
     """Train with the params; keep the epoch with the lowest validation loss."""
     p, class_names = params.train, params.data.class_names
     seed_everything(p.seed)
+    m = params.model
     model, weights_used = build_model(
-        len(class_names), params.model.hidden, params.model.dropout, params.model.pretrained
+        len(class_names), m.hidden, m.dropout, m.pretrained, input_filter=m.input_filter, residual_clip=m.residual_clip
     )
     trainable = set_trainable(model, p.finetune)
     optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
@@ -122,7 +123,7 @@ def train(
     train_tf = build_transforms(
         p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
     )
-    eval_tf = build_transforms(p.image_size, p.resize, train=False)
+    eval_tf = build_transforms(p.eval_size or p.image_size, p.resize, train=False)
     max_pixels = params.split.max_pixels
     train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels)
     val_set = ManifestDataset(val_rows, class_names, eval_tf, max_pixels)
@@ -143,6 +144,11 @@ def train(
         )  # fmt: skip
         val_loader = DataLoader(TensorDataset(*backbone_features(model, val_loader)), batch_size=p.batch_size)
         trained = model.fc
+    scheduler = None
+    if p.lr_schedule == "onecycle":  # warm-up then cosine decay to ~0, stepped per batch
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=p.lr, total_steps=p.epochs * len(train_loader), pct_start=0.15
+        )
 
     weights = class_weights(train_set.targets, len(class_names)) if p.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=weights)
@@ -154,6 +160,9 @@ def train(
         resize=p.resize,
         max_pixels=max_pixels,
         pretrained_used=weights_used,
+        input_filter=m.input_filter,
+        residual_clip=m.residual_clip,
+        eval_size=p.eval_size,
     )
     log.info("training on %d images, validating on %d; weights: %s", len(train_set), len(val_set), weights_used)
 
@@ -171,6 +180,8 @@ def train(
             loss = loss_fn(logits, targets)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             train_loss += loss.item() * len(targets)
             train_correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
@@ -182,6 +193,7 @@ def train(
             "train_accuracy": train_correct / seen,
             "val_loss": val_loss,
             "val_accuracy": val_accuracy,
+            "lr": optimizer.param_groups[0]["lr"],  # at the end of the epoch (changes per step under onecycle)
             "seconds": time.perf_counter() - started,
         }
         result.history.append(row)
