@@ -3,6 +3,7 @@
     python benchmarks/heldout.py                          # 5 folds over dev/: train on extra/ + 4/5 of dev/
     python benchmarks/heldout.py --protocol cross         # train on extra/ only, test on all of dev/
     python benchmarks/heldout.py --preset none            # the same without the preset (params.yaml as is)
+    python benchmarks/heldout.py --set model.input_filter=none   # an ablation: preset plus overrides
 
 `dev-folds` answers "trained on dev/ + extra/, how well does it do on more faces like dev/?":
 each dev/ face is tested once, by the model whose training never saw it. `cross` answers the
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from aivsreal.params import Params, load_overrides
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--protocol", choices=("dev-folds", "cross"), default="dev-folds")
     parser.add_argument("--folds", type=int, default=5, help="folds over dev/ (dev-folds only, default 5)")
     parser.add_argument("--preset", default="params/facebench.yaml", help="overrides file, or none")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, like dvc -S")
     parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with dev/ and extra/")
     args = parser.parse_args()
     if not (args.data / "dev").is_dir() or not (args.data / "extra").is_dir():
@@ -79,6 +82,8 @@ def main() -> None:
     params = Params.load(ROOT / "params.yaml")
     if args.preset != "none":
         params = params.with_overrides(load_overrides(ROOT / args.preset))
+    sets = dict(item.split("=", 1) for item in args.set)
+    params = params.with_overrides({key: yaml.safe_load(value) for key, value in sets.items()})
     classes, positive = params.data.class_names, params.data.class_names[0]
     dev = rows_of(scan_dataset(args.data / "dev", classes, params.split.max_pixels)[0])
     extra = rows_of(scan_dataset(args.data / "extra", classes, params.split.max_pixels)[0])
@@ -88,7 +93,7 @@ def main() -> None:
         folds = stratified_folds(dev, args.folds, np.random.default_rng(params.split.seed))
         runs = [(extra + [r for j, f in enumerate(folds) if j != i for r in f], fold) for i, fold in enumerate(folds)]
 
-    print(f"# protocol {args.protocol}, preset {args.preset}, data {args.data}")
+    print(f"# protocol {args.protocol}, preset {args.preset}, overrides {sets or 'none'}, data {args.data}")
     print("| run | train pool | test images | training min | accuracy | ROC AUC |")
     print("|---|---|---|---|---|---|")
     all_truth, all_p, all_pred = [], [], []

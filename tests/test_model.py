@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_images import random_image
 from PIL import Image
 from torch import nn
 from torchvision.models import resnet18
@@ -23,7 +24,7 @@ from aivsreal.model import (
     save_model,
     set_trainable,
 )
-from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
+from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise_batch
 
 IMAGENET_CACHED = (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists()
 needs_offline = pytest.mark.skipif(IMAGENET_CACHED, reason="ImageNet weights are in the torch cache")
@@ -225,3 +226,14 @@ def test_local_weights_load_under_the_residual_filter(resnet_weights_file):
 def test_unknown_input_filter_is_rejected():
     with pytest.raises(ValueError, match="input_filter"):
         build_model(2, hidden=8, dropout=0.0, input_filter="srm")
+
+
+def test_batched_normalisation_matches_the_per_image_transform():
+    """The predictor's fast batch path and the training/validation transform agree to float precision."""
+    config = ModelConfig(["ai", "real"], hidden=8, dropout=0.0, image_size=24, resize=40, eval_size=32)
+    images = [random_image((60, 48), seed=i) for i in range(3)]
+    per_image = torch.stack([config.eval_transform()(image) for image in images])
+    geometry = config.eval_geometry()
+    batched = normalise_batch([geometry(image) for image in images], tuple(config.mean), tuple(config.std))
+    assert batched.shape == (3, 3, 32, 32) and batched.is_contiguous()
+    torch.testing.assert_close(batched, per_image, atol=1e-5, rtol=0)

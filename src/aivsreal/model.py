@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from aivsreal.images import DEFAULT_MAX_PIXELS
-from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms
+from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, eval_geometry
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,10 @@ class ModelConfig:
 
     def eval_transform(self):
         return build_transforms(self.eval_crop, self.resize, train=False, mean=tuple(self.mean), std=tuple(self.std))
+
+    def eval_geometry(self):
+        """Resize and crop only: `Predictor` normalises whole batches at once (`normalise_batch`)."""
+        return eval_geometry(self.eval_crop, self.resize)
 
 
 class ResidualFilter(nn.Module):

@@ -12,6 +12,7 @@ from PIL import Image
 from aivsreal.calibration import probabilities
 from aivsreal.images import load_image
 from aivsreal.model import CONFIG_FILE, ModelConfig, load_saved_model
+from aivsreal.transforms import normalise_batch
 
 
 class Predictor:
@@ -20,7 +21,8 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, config: ModelConfig):
         self.model = model.eval()
         self.config = config
-        self.transform = config.eval_transform()
+        self.transform = config.eval_transform()  # one image -> normalised tensor (Grad-CAM, the app)
+        self.geometry = config.eval_geometry()
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> Predictor:
@@ -42,8 +44,11 @@ class Predictor:
     @torch.inference_mode()
     def predict_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Raw network outputs, shape (n_images, n_classes), before temperature and softmax."""
+        mean, std = tuple(self.config.mean), tuple(self.config.std)
         chunks = [
-            self.model(torch.stack([self.transform(image) for image in images[start : start + batch_size]])).numpy()
+            self.model(
+                normalise_batch([self.geometry(im) for im in images[start : start + batch_size]], mean, std)
+            ).numpy()
             for start in range(0, len(images), batch_size)
         ]
         if not chunks:

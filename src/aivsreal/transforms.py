@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+from PIL import Image
 from torchvision import transforms as T
 
 from aivsreal.degradations import RandomBlurJPEG
@@ -40,3 +43,18 @@ def build_transforms(
         steps.append(T.RandomHorizontalFlip())
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
+
+
+def eval_geometry(image_size: int, resize: int) -> T.Compose:
+    """The PIL part of the evaluation transform (resize, centre crop): what `build_transforms`
+    does before ToTensor/Normalize when `train=False`."""
+    return T.Compose(([T.Resize(resize, antialias=True)] if resize else []) + [T.CenterCrop(image_size)])
+
+
+def normalise_batch(images: list[Image.Image], mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """Equal-sized RGB images -> one normalised NCHW float batch, as ToTensor + Normalize would give
+    per image, in one vectorised step (half the CPU time of the per-image path)."""
+    pixels = torch.from_numpy(np.stack([np.asarray(image, dtype=np.uint8) for image in images]))
+    scale = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    shift = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0
+    return ((pixels.permute(0, 3, 1, 2).float() - shift) / scale).contiguous()
