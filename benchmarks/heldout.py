@@ -22,6 +22,7 @@ import numpy as np
 import yaml
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+from aivsreal.degradations import blur, jpeg
 from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
 from aivsreal.split import scan_dataset
@@ -56,16 +57,29 @@ def stratified_folds(rows: list[dict], k: int, rng: np.random.Generator) -> list
     return folds
 
 
-def train_and_score(params: Params, pool: list[dict], test: list[dict], seed: int) -> tuple[np.ndarray, list, float]:
-    """Train on `pool` (15 % of it for validation); p(first class) and labels for `test`, minutes."""
+# What the test faces go through besides being read as they are: one mild step of each
+# robustness sweep (JPEG quality 90, Gaussian blur sigma 1).
+CONDITIONS = {
+    "clean": lambda image: image,
+    "jpeg90": lambda image: jpeg(image, 90),
+    "blur1": lambda image: blur(image, 1),
+}
+
+
+def train_and_score(params: Params, pool: list[dict], test: list[dict], seed: int) -> tuple[dict, float]:
+    """Train on `pool` (15 % of it for validation); {condition: (p(first class), labels)} on `test`, minutes."""
     train_rows, val_rows = stratified_cut(pool, 0.15, np.random.default_rng(seed))
     started = time.perf_counter()
     result = train(params, train_rows, val_rows)
     calibrate(result, val_rows, params.calibration)
     minutes = (time.perf_counter() - started) / 60
     predictor = Predictor(result.model, result.config)
-    proba = predictor.predict_proba(predictor.load_many([row["path"] for row in test]))
-    return proba[:, 0], predictor.labels(proba), minutes
+    images = predictor.load_many([row["path"] for row in test])
+    scores = {}
+    for name, change in CONDITIONS.items():
+        proba = predictor.predict_proba([change(image) for image in images])
+        scores[name] = (proba[:, 0], predictor.labels(proba))
+    return scores, minutes
 
 
 def main() -> None:
@@ -94,20 +108,28 @@ def main() -> None:
         runs = [(extra + [r for j, f in enumerate(folds) if j != i for r in f], fold) for i, fold in enumerate(folds)]
 
     print(f"# protocol {args.protocol}, preset {args.preset}, overrides {sets or 'none'}, data {args.data}")
-    print("| run | train pool | test images | training min | accuracy | ROC AUC |")
-    print("|---|---|---|---|---|---|")
-    all_truth, all_p, all_pred = [], [], []
+    columns = " | ".join(f"{name} accuracy | {name} ROC AUC" for name in CONDITIONS)
+    print(f"| run | train pool | test images | training min | {columns} |")
+    print("|---" * (4 + 2 * len(CONDITIONS)) + "|")
+    pooled: dict[str, tuple[list, list]] = {name: ([], []) for name in CONDITIONS}
+    all_truth: list[str] = []
     for number, (pool, test) in enumerate(runs, start=1):
-        p_positive, predicted, minutes = train_and_score(params, pool, test, params.split.seed + number)
+        scores, minutes = train_and_score(params, pool, test, params.split.seed + number)
         truth = [row["label"] for row in test]
-        is_positive = [label == positive for label in truth]
         all_truth += truth
-        all_p += list(p_positive)
-        all_pred += predicted
-        accuracy, auc = accuracy_score(truth, predicted), roc_auc_score(is_positive, p_positive)
-        print(f"| {number} | {len(pool)} | {len(test)} | {minutes:.1f} | {accuracy:.3f} | {auc:.3f} |", flush=True)
-    pooled_auc = roc_auc_score([label == positive for label in all_truth], all_p)
-    print(f"| pooled | | {len(all_truth)} | | {accuracy_score(all_truth, all_pred):.3f} | {pooled_auc:.3f} |")
+        cells = []
+        for name, (p_positive, predicted) in scores.items():
+            pooled[name][0].extend(p_positive)
+            pooled[name][1].extend(predicted)
+            cells.append(score_cells(truth, p_positive, predicted, positive))
+        print(f"| {number} | {len(pool)} | {len(test)} | {minutes:.1f} | {' | '.join(cells)} |", flush=True)
+    cells = [score_cells(all_truth, np.array(p), predicted, positive) for p, predicted in pooled.values()]
+    print(f"| pooled | | {len(all_truth)} | | {' | '.join(cells)} |")
+
+
+def score_cells(truth: list[str], p_positive, predicted: list[str], positive: str) -> str:
+    auc = roc_auc_score([label == positive for label in truth], p_positive)
+    return f"{accuracy_score(truth, predicted):.3f} | {auc:.3f}"
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from aivsreal import tracking
+from aivsreal import distributed, tracking
 from aivsreal.model import WeightsUnavailableError, save_model
 from aivsreal.serving import encode_image, signature
 from aivsreal.training import calibrate, read_manifest, train
@@ -29,20 +29,42 @@ def data_hash() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
+    if params.train.launcher == "torchrun" and not distributed.in_torchrun():
+        check_tracking(params)  # before starting processes that would wait on a rank 0 that gave up
+        # the same stage again, as nproc processes under torchrun; rank 0 does all the writing
+        sys.exit(distributed.relaunch("pipeline.train", params.train.nproc, sys.argv[1:] if argv is None else argv))
+    context = distributed.setup(params.train.device)
+    try:
+        if context.is_main:
+            run_stage(params, context)
+        else:  # another rank: train on its shard, write nothing, log nothing
+            train(params, read_manifest(MANIFESTS["train"]), read_manifest(MANIFESTS["val"]), context=context)
+    finally:
+        distributed.teardown(context)
+
+
+def check_tracking(params) -> Path:
+    """Configure MLflow and make sure its store answers; the project root."""
     root = tracking.project_root()
     uri = tracking.configure_tracking(params.mlflow.tracking_uri, root)
     try:
-        tracking.check_tracking_store(uri)  # before any training time is spent
+        tracking.check_tracking_store(uri)
     except RuntimeError as error:
         sys.exit(f"train: {error}")
+    return root
+
+
+def run_stage(params, context: distributed.Context) -> None:
+    root = check_tracking(params)  # before any training time is spent
     train_rows, val_rows = read_manifest(MANIFESTS["train"]), read_manifest(MANIFESTS["val"])
 
     experiment_id = tracking.experiment_id(params.mlflow.experiment, root)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         mlflow.log_params(params.flat())
-        mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train"})
+        mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train",
+                         "processes": str(context.world_size), "device": str(context.device)})  # fmt: skip
         try:
-            result = train(params, train_rows, val_rows, on_epoch=_log_epoch)
+            result = train(params, train_rows, val_rows, on_epoch=_log_epoch, context=context)
         except WeightsUnavailableError as error:
             sys.exit(f"train: {error}")
         calibrated = calibrate(result, val_rows, params.calibration)

@@ -229,3 +229,17 @@ def test_exp_run_temp_logs_into_the_project_store(project):
     new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
     assert len(new) == 1 and new[0].data.params["train.lr"] == "0.001"
     assert not (repo / ".dvc/tmp/exps").exists() or not list((repo / ".dvc/tmp/exps").rglob("mlflow.db"))
+
+
+def test_exp_run_under_torchrun_trains_on_two_processes_and_logs_once(project):
+    """`train.launcher: torchrun`: the stage restarts itself as 2 gloo processes; only rank 0 logs and writes."""
+    repo, env = project["repo"], project["env"]
+    client = MlflowClient(project["uri"])
+    experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
+    before = {r.info.run_id for r in client.search_runs([experiment_id])}
+    output = run(["dvc", "exp", "run", "--temp", "-S", "train.launcher=torchrun", "-S", "train.nproc=2"], repo, env)
+    new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
+    assert len(new) == 1, output[-3000:]
+    assert new[0].data.tags["processes"] == "2" and new[0].data.params["train.launcher"] == "torchrun"
+    epochs = client.get_metric_history(new[0].info.run_id, "val_loss")
+    assert [m.step for m in epochs] == [1, 2]  # one value per epoch: rank 0 alone logs

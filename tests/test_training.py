@@ -110,7 +110,8 @@ def test_head_mode_trains_on_cached_features_that_match_the_full_network(rows):
     eval_tf = build_transforms(16, 16, train=False)
     loader = DataLoader(ManifestDataset(rows[1], ["ai", "real"], eval_tf, 10**8), batch_size=8)
     loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(loader.dataset.targets, 2))
-    val_loss, val_accuracy = evaluate_loss(result.model, loader, loss_fn)
+    loss_sum, correct, seen = evaluate_loss(result.model, loader, loss_fn)
+    val_loss, val_accuracy = loss_sum / seen, correct / seen
     best = result.history[result.best_epoch - 1]
     assert val_loss == pytest.approx(best["val_loss"], rel=1e-5)
     assert val_accuracy == best["val_accuracy"]
@@ -133,13 +134,22 @@ def noise_rows(tmp_path_factory):
     return all_rows[: len(all_rows) // 2], all_rows[len(all_rows) // 2 :]
 
 
-def test_residual_input_learns_a_noise_only_difference_with_a_onecycle_schedule(noise_rows):
-    params = tiny_params(
-        {"input_filter": "residual"}, epochs=8, lr=0.003, lr_schedule="onecycle", image_size=24, resize=0, eval_size=48
-    )
-    result = train(params, *noise_rows)
-    # the kept (best-validation) epoch separates whole 48 px images after training on 24 px crops
-    assert result.history[result.best_epoch - 1]["val_accuracy"] == 1.0
-    assert result.config.input_filter == "residual" and result.config.eval_crop == 48
-    lrs = [row["lr"] for row in result.history]
-    assert max(lrs) <= 0.003 and lrs[0] > lrs[-1] * 20  # warmed up, then annealed towards zero
+def test_residual_input_learns_a_noise_only_difference_that_rgb_input_does_not(noise_rows):
+    def fit(input_filter: str):
+        params = tiny_params(
+            {"input_filter": input_filter}, epochs=8, lr=0.003, lr_schedule="onecycle",
+            image_size=24, resize=0, eval_size=48,
+        )  # fmt: skip
+        return train(params, *noise_rows)
+
+    residual, rgb = fit("residual"), fit("none")
+
+    def late_train_accuracy(result):
+        return sum(row["train_accuracy"] for row in result.history[-3:]) / 3
+
+    # measured: residual 1.00 after 3 epochs, RGB about 0.5 (chance) throughout
+    assert late_train_accuracy(residual) >= 0.9
+    assert late_train_accuracy(rgb) <= 0.75
+    assert residual.config.input_filter == "residual" and residual.config.eval_crop == 48
+    lrs = [row["lr"] for row in rgb.history]
+    assert max(lrs) <= 0.003 and lrs[0] > lrs[-1] * 20  # one-cycle: warmed up, then annealed towards zero

@@ -77,6 +77,9 @@ class TrainParams:
     jpeg_quality_min: int
     num_workers: int
     seed: int
+    launcher: str
+    nproc: int
+    device: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +169,15 @@ class Params:
             raise ParamsError(f"model.input_filter must be none or residual, got {self.model.input_filter!r}")
         if self.model.residual_clip <= 0:
             raise ParamsError(f"model.residual_clip must be positive, got {self.model.residual_clip}")
+        if self.train.launcher not in ("single", "torchrun"):
+            raise ParamsError(f"train.launcher must be single or torchrun, got {self.train.launcher!r}")
+        if self.train.device not in ("auto", "cpu", "cuda"):
+            raise ParamsError(f"train.device must be auto, cpu or cuda, got {self.train.device!r}")
+        if self.train.launcher == "torchrun" and (self.train.nproc < 1 or self.train.batch_size % self.train.nproc):
+            raise ParamsError(
+                f"train.nproc ({self.train.nproc}) must be >= 1 and divide train.batch_size ({self.train.batch_size}): "
+                "each process takes batch_size / nproc images per step"
+            )
         if self.train.lr_schedule not in ("constant", "onecycle"):
             raise ParamsError(f"train.lr_schedule must be constant or onecycle, got {self.train.lr_schedule!r}")
         if self.train.eval_size and self.train.eval_size < self.train.image_size:

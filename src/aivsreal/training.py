@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
 from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
 from aivsreal.degradations import RandomBlurJPEG
+from aivsreal.distributed import Context, pick_device, sum_across, sync_buffers
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, set_trainable
 from aivsreal.params import CalibrationParams, Params
@@ -104,9 +106,18 @@ def train(
     train_rows: list[dict[str, str]],
     val_rows: list[dict[str, str]],
     on_epoch: Callable[[dict], None] | None = None,
+    context: Context | None = None,
 ) -> TrainResult:
-    """Train with the params; keep the epoch with the lowest validation loss."""
+    """Train with the params; keep the epoch with the lowest validation loss.
+
+    Under torchrun (`context.distributed`), each process trains on its DistributedSampler shard
+    with batch `batch_size / world_size` (so one step still sees `batch_size` images in all),
+    DDP averages the gradients, validation is sharded, and the epoch's counts are summed across
+    processes, so every process takes the same best-epoch and early-stopping decisions.
+    The returned model is on the CPU.
+    """
     p, class_names = params.train, params.data.class_names
+    context = context or Context(device=pick_device(p.device))
     seed_everything(p.seed)
     m = params.model
     model, weights_used = build_model(
@@ -126,24 +137,33 @@ def train(
     eval_tf = build_transforms(p.eval_size or p.image_size, p.resize, train=False)
     max_pixels = params.split.max_pixels
     train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels)
-    val_set = ManifestDataset(val_rows, class_names, eval_tf, max_pixels)
-    loader_args = {"batch_size": p.batch_size, "num_workers": p.num_workers, "persistent_workers": p.num_workers > 0}
-    train_loader = DataLoader(
-        train_set, shuffle=True, generator=torch.Generator().manual_seed(p.seed), drop_last=False, **loader_args
-    )
+    # each process validates its own slice; the sums are reduced across processes
+    val_set = ManifestDataset(val_rows[context.rank :: context.world_size], class_names, eval_tf, max_pixels)
+    batch_size = p.batch_size // context.world_size
+    loader_args = {"batch_size": batch_size, "num_workers": p.num_workers, "persistent_workers": p.num_workers > 0}
+    # The same sampler single- or multi-process: with N processes, step k's N shards together
+    # hold exactly the images of step k in a single process.
+    sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
+    train_loader = DataLoader(train_set, sampler=sampler, drop_last=False, **loader_args)
     val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    model.to(context.device)
     trained = model  # what each step runs: the whole network, or only the head on cached features
     if p.finetune == "head":
         # A frozen backbone maps an image to the same features every epoch: compute them once
         # (eval transform; augmentation would defeat the cache) and train the head on tensors.
         log.info("finetune=head: computing backbone features once; epochs then train the head only")
         plain_train = DataLoader(ManifestDataset(train_rows, class_names, eval_tf, max_pixels), **loader_args)
-        train_loader = DataLoader(
-            TensorDataset(*backbone_features(model, plain_train)), shuffle=True,
-            generator=torch.Generator().manual_seed(p.seed), batch_size=p.batch_size,
-        )  # fmt: skip
-        val_loader = DataLoader(TensorDataset(*backbone_features(model, val_loader)), batch_size=p.batch_size)
+        features = TensorDataset(*backbone_features(model, plain_train, context.device))
+        sampler = DistributedSampler(features, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
+        train_loader = DataLoader(features, sampler=sampler, batch_size=batch_size)
+        val_loader = DataLoader(
+            TensorDataset(*backbone_features(model, val_loader, context.device)), batch_size=batch_size
+        )
         trained = model.fc
+    evaluated = trained  # validation runs the plain module; training steps go through DDP
+    if context.distributed:
+        device_ids = [context.device] if context.device.type == "cuda" else None
+        trained = DistributedDataParallel(trained, device_ids=device_ids)
     scheduler = None
     if p.lr_schedule == "onecycle":  # warm-up then cosine decay to ~0, stepped per batch
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -151,7 +171,7 @@ def train(
         )
 
     weights = class_weights(train_set.targets, len(class_names)) if p.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=weights)
+    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(context.device))
     config = ModelConfig(
         class_names=list(class_names),
         hidden=params.model.hidden,
@@ -164,7 +184,11 @@ def train(
         residual_clip=m.residual_clip,
         eval_size=p.eval_size,
     )
-    log.info("training on %d images, validating on %d; weights: %s", len(train_set), len(val_set), weights_used)
+    if context.is_main:
+        log.info(
+            "training on %d images, validating on %d; weights: %s; %d process(es) on %s",
+            len(train_set), len(val_rows), weights_used, context.world_size, context.device,
+        )  # fmt: skip
 
     result = TrainResult(model=model, config=config)
     best_loss, best_state, stale = float("inf"), None, 0
@@ -172,9 +196,12 @@ def train(
         started = time.perf_counter()
         model.train()
         frozen_modules_to_eval(model, p.finetune)
+        sampler.set_epoch(epoch)
         train_loss, train_correct, seen = 0.0, 0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=None)
+        quiet = None if context.is_main else True
+        bar = tqdm(train_loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=quiet)
         for inputs, targets in bar:
+            inputs, targets = inputs.to(context.device), targets.to(context.device)
             optimizer.zero_grad(set_to_none=True)
             logits = trained(inputs)
             loss = loss_fn(logits, targets)
@@ -186,7 +213,11 @@ def train(
             train_correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)
             bar.set_postfix(loss=f"{train_loss / seen:.4f}")
-        val_loss, val_accuracy = evaluate_loss(trained, val_loader, loss_fn)
+        sync_buffers(context, model)
+        train_loss, train_correct, seen, *val_sums = sum_across(
+            context, train_loss, train_correct, seen, *evaluate_loss(evaluated, val_loader, loss_fn, context.device)
+        )
+        val_loss, val_accuracy = val_sums[0] / max(val_sums[2], 1), val_sums[1] / max(val_sums[2], 1)
         row = {
             "epoch": epoch,
             "train_loss": train_loss / seen,
@@ -203,44 +234,57 @@ def train(
             result.best_epoch = epoch
         else:
             stale += 1
-        log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs%s",
-            epoch, p.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_accuracy,
-            row["seconds"], "  *best" if improved else "",
-        )  # fmt: skip
-        if on_epoch:
+        if context.is_main:
+            log.info(
+                "epoch %d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs%s",
+                epoch, p.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_accuracy,
+                row["seconds"], "  *best" if improved else "",
+            )  # fmt: skip
+        if on_epoch and context.is_main:
             on_epoch(row)
         if stale >= p.patience:
-            log.info("early stopping: no better validation loss for %d epochs", p.patience)
+            if context.is_main:
+                log.info("early stopping: no better validation loss for %d epochs", p.patience)
             result.stopped_early = True
             break
     model.load_state_dict(best_state)
-    model.eval()
+    model.cpu().eval()
     return result
 
 
 @torch.no_grad()  # not inference_mode: the cached features feed a head that is trained
-def backbone_features(model: nn.Module, loader: DataLoader) -> tuple[torch.Tensor, torch.Tensor]:
+def backbone_features(
+    model: nn.Module, loader: DataLoader, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Penultimate features (the head's input) and targets for every image in the loader."""
     head, model.fc = model.fc, nn.Identity()
     model.eval()
+    device = device or torch.device("cpu")
     try:
-        batches = [(model(inputs), targets) for inputs, targets in tqdm(loader, desc="features", disable=None)]
+        batches = [
+            (model(inputs.to(device)), targets.to(device))
+            for inputs, targets in tqdm(loader, desc="features", disable=None)
+        ]
     finally:
         model.fc = head
     return torch.cat([f for f, _ in batches]), torch.cat([t for _, t in batches])
 
 
 @torch.inference_mode()
-def evaluate_loss(model: nn.Module, loader: DataLoader, loss_fn: nn.Module) -> tuple[float, float]:
+def evaluate_loss(
+    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device | None = None
+) -> tuple[float, int, int]:
+    """(summed loss, correct predictions, images): sums, so that processes can add them up."""
     model.eval()
+    device = device or torch.device("cpu")
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in loader:
+        inputs, targets = inputs.to(device), targets.to(device)
         logits = model(inputs)
         total_loss += loss_fn(logits, targets).item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
-    return total_loss / max(seen, 1), correct / max(seen, 1)
+    return total_loss, correct, seen
 
 
 def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: CalibrationParams) -> dict:
