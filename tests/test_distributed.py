@@ -17,8 +17,6 @@ from aivsreal import distributed
 from aivsreal.params import Params, ParamsError
 from aivsreal.training import write_manifest
 
-WORKER = Path(__file__).with_name("ddp_worker.py")
-
 
 class Row:
     def __init__(self, path: Path, label: str, sha256: str):
@@ -50,15 +48,15 @@ def setup_files(tmp_path_factory):
 
 
 def run_worker(folder: Path, out: str, nproc: int) -> dict:
-    files = ("params.yaml", "train.csv", "val.csv", out)
-    args = [str(WORKER), *(str(folder / name) for name in files)]
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    command = launcher + args if nproc > 1 else [sys.executable, *args]
+    args = ["-m", "aivsreal.distributed", "--params", str(folder / "params.yaml"), "--train",
+            str(folder / "train.csv"), "--val", str(folder / "val.csv"), "--out", str(folder / out)]  # fmt: skip
+    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    command = [sys.executable, *launcher, *args] if nproc > 1 else [sys.executable, *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return {
-        "state": torch.load(folder / f"{out}.pt", weights_only=True),
-        **json.loads((folder / f"{out}.json").read_text()),
+        "state": torch.load(folder / out / "weights.pt", weights_only=True),
+        **json.loads((folder / out / "history.json").read_text()),
     }
 
 

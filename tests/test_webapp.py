@@ -99,3 +99,30 @@ def test_registered_model_shows_its_model_card(monkeypatch, tmp_path, tiny_model
     assert "Test accuracy: 0.875" in card and "data/faces" in card and "Pretrained weights: none" in card
     app = upload(app, [("face.png", png_bytes(1), "image/png")])
     assert app.subheader[0].value.startswith("Verdict:")
+
+
+def test_residual_model_warns_about_jpeg_and_small_uploads(monkeypatch, tmp_path):
+    """A noise-residual model cannot judge a JPEG or an image smaller than its crop: the page says so."""
+    import io
+
+    from PIL import Image
+
+    from aivsreal.model import ModelConfig, build_model, save_model
+
+    model, _ = build_model(2, hidden=8, dropout=0.0, input_filter="residual")
+    config = ModelConfig(["ai", "real"], 8, 0.0, image_size=32, resize=0, input_filter="residual", eval_size=48)
+    save_model(model, config, tmp_path / "residual")
+    jpeg = io.BytesIO()
+    Image.open(io.BytesIO(png_bytes(1, size=64))).save(jpeg, format="JPEG")
+    app = start(monkeypatch, str(tmp_path / "residual"))
+    files = [
+        ("photo.jpg", jpeg.getvalue(), "image/jpeg"),
+        ("small.png", png_bytes(2, size=32), "image/png"),
+        ("fine.png", png_bytes(3, size=64), "image/png"),
+    ]
+    app = upload(app, files)
+    assert len(app.subheader) == 3  # every file still gets its verdict
+    caveats = [c.value for c in app.caption if c.value.startswith("⚠️")]
+    assert len(caveats) == 2
+    assert "JPEG" in caveats[0] and "smaller than the 48 px" in caveats[1]
+    assert "noise-residual" in " ".join(m.value for m in app.sidebar.markdown)

@@ -93,6 +93,24 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
     st.sidebar.markdown("  \n".join(lines))
 
 
+def lossy_input_caveat(data: bytes, image, predictor: Predictor) -> str | None:
+    """A residual-input model reads pixel-level noise: say when this upload cannot carry it."""
+    config = predictor.config
+    if config.input_filter != "residual":
+        return None
+    if data[:3] == b"\xff\xd8\xff":
+        return (
+            "This is a JPEG file. This model reads pixel-level noise, which JPEG compression rewrites: "
+            "on re-compressed faces it was measured at chance level. Use the original, losslessly stored file."
+        )
+    if min(image.size) < config.eval_crop:
+        return (
+            f"This image is smaller than the {config.eval_crop} px the model looks at; the border is padded, "
+            "which the model never saw in training. The answer is less reliable."
+        )
+    return None
+
+
 def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool) -> bool:
     """One uploaded file; returns True for a confident 'real' (balloons)."""
     try:
@@ -112,6 +130,9 @@ def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool) 
     for class_name in predictor.class_names:
         probability = record[f"p_{class_name}"]
         right.progress(probability, text=f"p({class_name}) = {probability:.1%}")
+    caveat = lossy_input_caveat(data, image, predictor)
+    if caveat:
+        right.caption(f"⚠️ {caveat}")
     if label == first:
         right.warning(f"This face looks AI-generated (p = {record[f'p_{first}']:.1%}).")
         return False

@@ -91,3 +91,40 @@ def relaunch(module: str, nproc: int, argv: list[str]) -> int:
         "-m", module, *argv,
     ]  # fmt: skip
     return subprocess.run(command, check=False).returncode
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train from manifests without MLflow or DVC, plain or under torchrun; rank 0 writes the result.
+
+    Used by the DDP equivalence test and benchmarks/ddp.py to compare 1 and N processes.
+    """
+    import argparse
+    import json
+    import time
+    from pathlib import Path
+
+    from aivsreal.model import save_model
+    from aivsreal.params import Params
+    from aivsreal.training import read_manifest, train
+
+    parser = argparse.ArgumentParser(prog="python -m aivsreal.distributed", description=main.__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True, help="training manifest (CSV: path,label,sha256)")
+    parser.add_argument("--val", required=True, help="validation manifest")
+    parser.add_argument("--out", required=True, help="folder for the saved model and history.json")
+    args = parser.parse_args(argv)
+    params = Params.load(args.params)
+    context = setup(params.train.device)
+    try:
+        started = time.perf_counter()
+        result = train(params, read_manifest(args.train), read_manifest(args.val), context=context)
+        if context.is_main:
+            save_model(result.model, result.config, Path(args.out))
+            summary = {"world_size": context.world_size, "seconds": time.perf_counter() - started}
+            (Path(args.out) / "history.json").write_text(json.dumps(summary | {"history": result.history}))
+    finally:
+        teardown(context)
+
+
+if __name__ == "__main__":
+    main()
