@@ -243,3 +243,23 @@ def test_exp_run_under_torchrun_trains_on_two_processes_and_logs_once(project):
     assert new[0].data.tags["processes"] == "2" and new[0].data.params["train.launcher"] == "torchrun"
     epochs = client.get_metric_history(new[0].info.run_id, "val_loss")
     assert [m.step for m in epochs] == [1, 2]  # one value per epoch: rank 0 alone logs
+
+
+def test_dvc_remote_round_trip_restores_a_fresh_clone_up_to_date(project, tmp_path):
+    """Team flow: `dvc push` to a remote, `git clone` + `dvc pull` elsewhere, and `dvc repro` has nothing to do."""
+    repo, env = project["repo"], project["env"]
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "storage", str(remote)], repo, env)
+    run(["dvc", "push"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "pipeline results and remote"], repo, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    assert not (clone / "models" / "model" / "weights.pt").exists()  # git holds no data or models
+
+    run(["dvc", "pull"], clone, env | {"PYTHONPATH": str(clone / "src")})
+
+    assert (clone / "models" / "model" / "weights.pt").read_bytes() == (repo / "models/model/weights.pt").read_bytes()
+    assert len(list((clone / "data" / "sample").rglob("*.png"))) == len(list((repo / "data" / "sample").rglob("*.png")))
+    output = run(["dvc", "repro"], clone, env | {"PYTHONPATH": str(clone / "src")})
+    assert stages_run(output) == [] and "up to date" in output
