@@ -1,12 +1,14 @@
 """Serving latency: one image through a real `mlflow models serve` against the raw forward pass.
 
     python benchmarks/serving.py             # serves models:/ai-vs-real@champion from ./mlflow.db
+    python benchmarks/serving.py --image ../shared/facebench/dev/ai/fake_1.png   # after `make facebench`
 
 Target (issue 5): median request time <= raw single-image forward time + 30 ms.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
 import os
 import socket
@@ -19,7 +21,7 @@ from pathlib import Path
 import requests
 import torch
 
-from aivsreal.predictor import Predictor
+from aivsreal.predictor import load_predictor
 
 
 def free_port() -> int:
@@ -29,9 +31,15 @@ def free_port() -> int:
 
 
 def main() -> None:
-    model_uri = sys.argv[1] if len(sys.argv) > 1 else "models:/ai-vs-real@champion"
-    image_path = next(Path("data/sample/ai").glob("*.png"))
-    predictor = Predictor.from_dir("models/model")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="models:/ai-vs-real@champion", help="model URI to serve")
+    parser.add_argument("--image", type=Path, help="image to send (default: the first sample AI face)")
+    args = parser.parse_args()
+    model_uri = args.model
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    image_path = args.image or next(Path("data/sample/ai").glob("*.png"))
+    predictor = load_predictor(model_uri)  # the very model the server loads
     tensor = predictor.transform(predictor.load(image_path)).unsqueeze(0)
     with torch.inference_mode():
         predictor.model(tensor)
@@ -42,9 +50,7 @@ def main() -> None:
             forward_ms.append((time.perf_counter() - started) * 1000)
 
     port = free_port()
-    env = dict(
-        os.environ, MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd() / 'mlflow.db'}")
-    )
+    env = dict(os.environ)
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     server = subprocess.Popen(
         ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
@@ -75,7 +81,9 @@ def main() -> None:
     forward = statistics.median(forward_ms)
     median = statistics.median(request_ms)
     p99 = sorted(request_ms)[98]
-    print(f"# {model_uri}, image {image_path} ({predictor.config.image_size} px), {torch.get_num_threads()} threads")
+    config = predictor.config
+    print(f"# {model_uri}, image {image_path} ({config.eval_crop} px network input, filter {config.input_filter}), "
+          f"{torch.get_num_threads()} threads")  # fmt: skip
     print("| measurement | median ms | p99 ms | target |")
     print("|---|---|---|---|")
     print(f"| raw single-image forward | {forward:.1f} | {sorted(forward_ms)[49]:.1f} | |")

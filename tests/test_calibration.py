@@ -19,7 +19,16 @@ def youden(threshold: float) -> float:
 def test_youden_picks_the_point_with_the_best_tpr_minus_fpr():
     threshold = choose_threshold(P_AI, IS_AI, "youden")
     assert youden(threshold) == max(youden(t) for t in P_AI) == 0.5
-    assert threshold in P_AI  # a real operating point, not an interpolation
+    assert threshold == pytest.approx((0.80 + 0.70) / 2)  # first best point from the top, halfway to the next score
+
+
+def test_a_perfectly_separated_validation_split_gets_a_threshold_with_margin():
+    p_ai = np.array([1.0, 1.0, 0.999, 0.9, 0.2, 0.1, 0.0])
+    is_ai = np.array([True, True, True, True, False, False, False])
+    for rule in ("youden", "max_accuracy", "fpr:0.0"):
+        threshold = choose_threshold(p_ai, is_ai, rule)
+        assert threshold == pytest.approx(0.55), rule  # between the lowest AI (0.9) and the highest real (0.2)
+        assert ((p_ai >= threshold) == is_ai).all()
 
 
 def test_max_accuracy_rule_maximises_accuracy():
@@ -30,10 +39,10 @@ def test_max_accuracy_rule_maximises_accuracy():
 
 def test_fpr_rule_respects_the_false_positive_budget():
     threshold = choose_threshold(P_AI, IS_AI, "fpr:0.0")
-    assert threshold == pytest.approx(0.80)  # above the highest real score (0.70), catching 2 of 4 AI
+    assert threshold == pytest.approx(0.75)  # above the highest real score (0.70), catching 2 of 4 AI
     assert not (P_AI[~IS_AI] >= threshold).any()
     loose = choose_threshold(P_AI, IS_AI, "fpr:0.25")
-    assert loose == pytest.approx(0.60) and (P_AI[~IS_AI] >= loose).mean() <= 0.25
+    assert loose == pytest.approx(0.50) and (P_AI[~IS_AI] >= loose).mean() <= 0.25
 
 
 def test_fixed_rule_and_bad_rules():

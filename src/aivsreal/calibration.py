@@ -34,7 +34,11 @@ def choose_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: str)
     - `max_accuracy`: maximises accuracy on these scores;
     - `fpr:X`: the lowest threshold whose false-positive rate is at most X (e.g. `fpr:0.05`);
     - `fixed:X`: X itself.
-    Predictions are positive when p >= threshold.
+    Predictions are positive when p >= threshold. The rules pick an operating point among the
+    validation scores; the threshold returned lies halfway between that score and the next
+    lower one, which gives the same validation predictions with a margin on both sides (on
+    a perfectly separated validation split, the top-scoring point would otherwise make the
+    threshold the lowest AI score seen, e.g. p >= 1.0).
     """
     p_positive, is_positive = np.asarray(p_positive, dtype=float), np.asarray(is_positive, dtype=bool)
     name, _, value = rule.partition(":")
@@ -45,15 +49,21 @@ def choose_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: str)
     fpr, tpr, thresholds = roc_curve(is_positive, p_positive)
     thresholds = np.minimum(thresholds, 1.0)  # sklearn's first threshold is +inf
     if name == "youden":
-        return float(thresholds[np.argmax(tpr - fpr)])
+        return _with_margin(thresholds[np.argmax(tpr - fpr)], p_positive)
     if name == "max_accuracy":
         candidates = np.unique(p_positive)
         accuracy = [((p_positive >= t) == is_positive).mean() for t in candidates]
-        return float(candidates[int(np.argmax(accuracy))])
+        return _with_margin(candidates[int(np.argmax(accuracy))], p_positive)
     if name == "fpr":
         allowed = fpr <= float(value) + 1e-12
-        return float(thresholds[allowed][np.argmax(tpr[allowed])])
+        return _with_margin(thresholds[allowed][np.argmax(tpr[allowed])], p_positive)
     raise ValueError(f"unknown threshold rule {rule!r}: use youden, max_accuracy, fpr:X or fixed:X")
+
+
+def _with_margin(threshold: float, scores: np.ndarray) -> float:
+    """Halfway down to the next lower score: same decisions on `scores`, more room for new ones."""
+    below = scores[scores < threshold]
+    return float((threshold + below.max()) / 2) if below.size else float(threshold)
 
 
 def reliability(p_positive: np.ndarray, is_positive: np.ndarray, n_bins: int = 10) -> dict[str, np.ndarray]:
