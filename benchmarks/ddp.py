@@ -4,7 +4,7 @@
     python benchmarks/ddp.py --epochs 5 --preset params/facebench.yaml   # any manifests/preset
 
 Both runs go through `python -m aivsreal.distributed` (the training loop the train stage uses),
-the second under `torchrun --nproc_per_node=2`. Prints wall time, training images per second
+both under torchrun (`--nproc_per_node=1`, then 2). Prints wall time, training images per second
 and the final validation metrics of both. On a 2-core CPU, 2 processes x 1 thread cannot beat
 1 process x 2 threads: the number shows the cost of the distribution itself (gradient
 all-reduce over gloo, duplicated work), not a speed-up; that needs more cores or GPUs.
@@ -16,20 +16,18 @@ import argparse
 import dataclasses
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
 
+from aivsreal.distributed import torchrun_command
 from aivsreal.params import Params, load_overrides
 
 
 def run(nproc: int, params_path: Path, train_csv: str, val_csv: str, out: Path) -> dict:
-    args = ["-m", "aivsreal.distributed", "--params", str(params_path), "--train", train_csv, "--val", val_csv,
-            "--out", str(out)]  # fmt: skip
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"] if nproc > 1 else []
-    subprocess.run([sys.executable, *launcher, *args], check=True, capture_output=True)
+    args = ["--params", str(params_path), "--train", train_csv, "--val", val_csv, "--out", str(out)]
+    subprocess.run(torchrun_command("aivsreal.distributed", nproc, args), check=True, capture_output=True)
     return json.loads((out / "history.json").read_text())
 
 

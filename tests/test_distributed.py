@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -48,10 +47,9 @@ def setup_files(tmp_path_factory):
 
 
 def run_worker(folder: Path, out: str, nproc: int) -> dict:
-    args = ["-m", "aivsreal.distributed", "--params", str(folder / "params.yaml"), "--train",
-            str(folder / "train.csv"), "--val", str(folder / "val.csv"), "--out", str(folder / out)]  # fmt: skip
-    launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    command = [sys.executable, *launcher, *args] if nproc > 1 else [sys.executable, *args]
+    args = ["--params", str(folder / "params.yaml"), "--train", str(folder / "train.csv"),
+            "--val", str(folder / "val.csv"), "--out", str(folder / out)]  # fmt: skip
+    command = distributed.torchrun_command("aivsreal.distributed", nproc, args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return {

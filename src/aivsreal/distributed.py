@@ -84,13 +84,15 @@ def sync_buffers(context: Context, module: torch.nn.Module) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def torchrun_command(module: str, nproc: int, argv: list[str]) -> list[str]:
+    """`python -m <module> <argv>` as `nproc` processes under torchrun (with 1, a process group of one)."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", module, *argv]  # fmt: skip
+
+
 def relaunch(module: str, nproc: int, argv: list[str]) -> int:
     """Run `python -m <module> <argv>` under torchrun with `nproc` processes; its exit status."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        "-m", module, *argv,
-    ]  # fmt: skip
-    return subprocess.run(command, check=False).returncode
+    return subprocess.run(torchrun_command(module, nproc, argv), check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> None:
