@@ -41,12 +41,6 @@ def model_of(params: Params) -> torch.nn.Module:
     return build_model(2, m.hidden, m.dropout, "none", input_filter=m.input_filter, residual_clip=m.residual_clip)[0]
 
 
-def config_of(params: Params) -> ModelConfig:
-    m, p = params.model, params.train
-    return ModelConfig(params.data.class_names, m.hidden, m.dropout, p.image_size, p.resize,
-                       input_filter=m.input_filter, residual_clip=m.residual_clip, eval_size=p.eval_size)  # fmt: skip
-
-
 def training_throughput(rows, params: Params, batches: int) -> tuple[float, float]:
     """(pipeline images/s with decoding + augmentation from files, raw images/s on in-memory tensors)."""
     p = params.train
@@ -83,7 +77,7 @@ def training_throughput(rows, params: Params, batches: int) -> tuple[float, floa
 
 def inference_throughput(paths, params: Params, repeats: int) -> tuple[float, float, float]:
     """(Predictor images/s from files incl. decoding, raw forward images/s, raw single-image ms)."""
-    config = config_of(params)
+    config = ModelConfig.from_params(params)
     model = model_of(params)
     predictor = Predictor(model, config)
     size = config.eval_crop
@@ -108,7 +102,7 @@ def frozen_backbone(rows, params: Params) -> tuple[float, float]:
     params = dataclasses.replace(params, train=p, model=dataclasses.replace(params.model, pretrained="none"))
     train_rows, val_rows = rows[::2], rows[1::2]
     model = model_of(params)
-    transform = config_of(params).eval_transform()
+    transform = ModelConfig.from_params(params).eval_transform()
     loader = DataLoader(ManifestDataset(train_rows, params.data.class_names, transform, params.split.max_pixels),
                         batch_size=p.batch_size, num_workers=p.num_workers)  # fmt: skip
     started = time.perf_counter()
@@ -139,7 +133,7 @@ def main() -> None:
     print(f"# {platform.node()} | {platform.processor() or platform.machine()} | torch {torch.__version__} | "
           f"{torch.get_num_threads()} threads | {time.strftime('%Y-%m-%d')}")  # fmt: skip
     print(f"# data {args.data} ({len(rows)} images), image_size {p.image_size}, resize {p.resize}, "
-          f"inference crop {config_of(params).eval_crop}, input_filter {params.model.input_filter}, "
+          f"inference crop {ModelConfig.from_params(params).eval_crop}, input_filter {params.model.input_filter}, "
           f"batch {p.batch_size}, finetune {p.finetune}, num_workers {p.num_workers}")  # fmt: skip
     train_pipeline, train_raw = training_throughput(rows, params, args.batches)
     infer_pipeline, infer_raw, single_ms = inference_throughput([r["path"] for r in rows], params, 5)

@@ -12,6 +12,7 @@ import socket
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,9 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from aivsreal.images import DEFAULT_MAX_PIXELS
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, eval_geometry
+
+if TYPE_CHECKING:
+    from aivsreal.params import Params
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,17 @@ class ModelConfig:
     input_filter: str = "none"  # "residual": the network sees the clipped high-pass residual (ResidualFilter)
     residual_clip: float = 3.0  # grey levels at which the residual is clipped
     eval_size: int = 0  # side of the centre crop at inference; 0 = image_size
+
+    @classmethod
+    def from_params(cls, params: Params, pretrained_used: str = "none") -> ModelConfig:
+        """What `params.yaml` says about the network and its preprocessing (before calibration)."""
+        m, p = params.model, params.train
+        return cls(
+            class_names=list(params.data.class_names), hidden=m.hidden, dropout=m.dropout,
+            image_size=p.image_size, resize=p.resize, max_pixels=params.split.max_pixels,
+            pretrained_used=pretrained_used, input_filter=m.input_filter, residual_clip=m.residual_clip,
+            eval_size=p.eval_size,
+        )  # fmt: skip
 
     @property
     def eval_crop(self) -> int:

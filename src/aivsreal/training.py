@@ -123,6 +123,7 @@ def train(
     model, weights_used = build_model(
         len(class_names), m.hidden, m.dropout, m.pretrained, input_filter=m.input_filter, residual_clip=m.residual_clip
     )
+    config = ModelConfig.from_params(params, pretrained_used=weights_used)
     trainable = set_trainable(model, p.finetune)
     optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)
@@ -134,7 +135,7 @@ def train(
     train_tf = build_transforms(
         p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
     )
-    eval_tf = build_transforms(p.eval_size or p.image_size, p.resize, train=False)
+    eval_tf = config.eval_transform()
     max_pixels = params.split.max_pixels
     train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels)
     # each process validates its own slice; the sums are reduced across processes
@@ -172,18 +173,6 @@ def train(
 
     weights = class_weights(train_set.targets, len(class_names)) if p.class_weights else None
     loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(context.device))
-    config = ModelConfig(
-        class_names=list(class_names),
-        hidden=params.model.hidden,
-        dropout=params.model.dropout,
-        image_size=p.image_size,
-        resize=p.resize,
-        max_pixels=max_pixels,
-        pretrained_used=weights_used,
-        input_filter=m.input_filter,
-        residual_clip=m.residual_clip,
-        eval_size=p.eval_size,
-    )
     if context.is_main:
         log.info(
             "training on %d images, validating on %d; weights: %s; %d process(es) on %s",
