@@ -8,71 +8,22 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import requests
-import yaml
-from conftest import PROJECT, free_port, running_server
+from conftest import free_port, running_server
+from helpers_project import STAGES, run, set_params, stages_run, tiny_project
 from mlflow import MlflowClient
-
-TINY = {
-    "sample": {"n_per_class": 30, "size": 32},
-    "train": {"epochs": 2, "patience": 2, "batch_size": 16, "image_size": 32, "resize": 32},
-    "evaluate": {"min_accuracy": 0.0, "min_roc_auc": 0.0},  # the tiny model must be promoted
-}
-STAGES = ("sample", "split", "train", "evaluate", "report")
-
-
-def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
-    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}):\n{output[-4000:]}"
-    return output
-
-
-def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
-
-
-def set_params(repo: Path, changes: dict) -> None:
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        params[section].update(values)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A fresh git clone of the working tree with tiny params, after one full `dvc repro`."""
     repo = tmp_path_factory.mktemp("project")
-    tracked = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=PROJECT, capture_output=True, text=True, check=True,
-    ).stdout.split("\0")  # fmt: skip
-    for name in filter(None, tracked):
-        source = PROJECT / name
-        if source.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, repo / name)
-    for generated in ("dvc.lock", "metrics", "plots"):  # start as a new user would after editing params
-        shutil.rmtree(repo / generated, ignore_errors=True) if (repo / generated).is_dir() else (
-            repo / generated
-        ).unlink(missing_ok=True)
-    set_params(repo, TINY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the editable install's
-    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
-    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com"
-    run(["git", "init", "-q", "-b", "main"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "tiny params"], repo, env)
+    env = tiny_project(repo)
     output = run(["dvc", "repro"], repo, env)
     return {"repo": repo, "env": env, "first_output": output, "uri": f"sqlite:///{repo / 'mlflow.db'}"}
 

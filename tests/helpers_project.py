@@ -1,0 +1,71 @@
+"""A throwaway copy of this project as a new user would have it: a fresh git repo with tiny params.
+
+Shared by the integration tests that run the real pipeline (local store, team server).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import yaml
+from conftest import PROJECT
+
+# A few dozen 32-pixel images, two epochs: the whole pipeline in about a minute.
+TINY = {
+    "sample": {"n_per_class": 30, "size": 32},
+    "train": {"epochs": 2, "patience": 2, "batch_size": 16, "image_size": 32, "resize": 32},
+    "evaluate": {"min_accuracy": 0.0, "min_roc_auc": 0.0},  # the tiny model must be promoted
+}
+STAGES = ("sample", "split", "train", "evaluate", "report")
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> str:
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{' '.join(cmd)} failed ({done.returncode}):\n{output[-4000:]}"
+    return output
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def set_params(repo: Path, changes: dict) -> None:
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def tiny_project(repo: Path) -> dict:
+    """Copy the working tree's tracked files into `repo`, drop the pipeline's results, set TINY params, commit.
+
+    Returns the environment to run its commands in: no MLFLOW_*/DVC_* from the caller, the copy's code first.
+    """
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=PROJECT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")  # fmt: skip
+    for name in filter(None, tracked):
+        source = PROJECT / name
+        if source.is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / name)
+    for generated in ("dvc.lock", "metrics", "plots"):  # start as a new user would after editing params
+        shutil.rmtree(repo / generated, ignore_errors=True) if (repo / generated).is_dir() else (
+            repo / generated
+        ).unlink(missing_ok=True)
+    set_params(repo, TINY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the editable install's
+    env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
+    env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com"
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tiny params"], repo, env)
+    return env
