@@ -11,7 +11,7 @@ PORT   ?= 5001
 FACEBENCH ?= ../shared/facebench
 # Real faces: the preset in params/facebench.yaml (noise-residual input, native-resolution crops), checked first.
 
-.PHONY: help setup pipeline test test-all lint serve ui app facebench
+.PHONY: help setup pipeline test test-all lint serve serve-guarded ui app facebench
 
 help:  ## list the commands
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,6 +44,10 @@ lint: setup  ## ruff lint and format check
 serve: setup  ## serve the champion model on http://127.0.0.1:$(PORT) (MODEL=... to choose)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 	  mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(PORT)
+
+serve-guarded: setup  ## the same model and API through MLflow's app behind a request guard (python -m aivsreal.serve)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
+	  python -m aivsreal.serve -m "$(MODEL)" -H 127.0.0.1 -p $(PORT)
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the local tracking store
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000

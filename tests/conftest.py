@@ -61,12 +61,20 @@ def free_port() -> int:
 def running_server(command: list[str], port: int, health_path: str, cwd: Path, env: dict, timeout: float = 90):
     """Start a real server process on 127.0.0.1:port, wait for `health_path` to answer 200, stop it after."""
     import subprocess
+    import tempfile
     import time
 
     import requests
 
-    server = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The server's output goes to a file: a pipe nobody reads fills up (uvicorn logs every request) and blocks it.
+    log = tempfile.TemporaryFile(mode="w+")
+    server = subprocess.Popen(command, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
+
+    def output() -> str:
+        log.seek(0)
+        return log.read()[-3000:]
+
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -75,9 +83,9 @@ def running_server(command: list[str], port: int, health_path: str, cwd: Path, e
                     break
             except requests.ConnectionError:
                 pass
-            assert server.poll() is None, f"{command[0]} exited:\n{server.stdout.read()[-3000:]}"
+            assert server.poll() is None, f"{command[0]} exited:\n{output()}"
             if time.monotonic() > deadline:
-                pytest.fail(f"{' '.join(command[:3])} did not answer {health_path} within {timeout} s")
+                pytest.fail(f"{' '.join(command[:3])} did not answer {health_path} within {timeout} s:\n{output()}")
             time.sleep(0.5)
         yield url
     finally:
@@ -86,3 +94,29 @@ def running_server(command: list[str], port: int, health_path: str, cwd: Path, e
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_champion_store(tmp_path_factory, tiny_model_dir) -> str:
+    """A throwaway sqlite MLflow store holding the tiny model as ai-vs-real version 1 @champion; yields its URI."""
+    import mlflow
+    import pandas as pd
+
+    from aivsreal import tracking
+    from aivsreal.serving import encode_image, signature
+
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        tracking.configure_tracking(uri)
+        try:
+            with mlflow.start_run(experiment_id=tracking.experiment_id("tiny", folder)):
+                example = pd.DataFrame({"image": [encode_image(png_bytes(0))]})
+                info = tracking.log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "ai-vs-real")
+            tracking.set_alias("ai-vs-real", info.registered_model_version)
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+    return uri
