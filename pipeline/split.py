@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     for r in rejected:
         log.warning("left out %s: %s", r.path, r.reason)
     log.info("%d images kept, %d left out (listed in %s)", counts["total_kept"], len(rejected), SPLIT_SUMMARY)
+    if rejected:
+        log.info("to include a left-out file, do what its reason says (or re-export it), then re-run the split")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import struct
 import threading
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ import pytest
 from helpers_images import encode, png_header_only, random_image, write_image
 from PIL import Image, features
 
-from aivsreal.images import BadImageError, list_image_files, load_image
+from aivsreal.images import BadImageError, list_image_files, load_image, max_file_bytes
 
 ORIENTATION = 0x0112
 
@@ -149,12 +152,109 @@ def test_pixel_limit_is_configurable_and_named_in_the_message(load):
     assert "20x10" in str(error.value)
 
 
+def test_decompression_bomb_names_our_limit_not_pillows(load):
+    """Pillow refuses 20000x20000 itself before we see the size; the message still names split.max_pixels."""
+    with pytest.raises(BadImageError, match="400,000,000 pixels exceeds the limit of 40,000,000"):
+        load(png_header_only(20_000, 20_000))
+
+
+def test_metadata_bomb_is_named_as_one(load):
+    png = encode(random_image((8, 8)), "PNG")
+    payload = b"Comment\0\0" + zlib.compress(b"\0" * (8 * 2**20), 9)  # a text chunk that inflates to 8 MB
+    chunk = struct.pack(">I", len(payload)) + b"zTXt" + payload + struct.pack(">I", zlib.crc32(b"zTXt" + payload))
+    with pytest.raises(BadImageError, match="metadata too large"):
+        load(png[:33] + chunk + png[33:])
+
+
+def test_corrupt_exif_keeps_the_pixels_quietly(load):
+    original = random_image((12, 8), seed=5)
+    jpeg = encode(original, "JPEG", quality=95)
+    exif = b"Exif\0\0II*\0\x08\0\0\0\x05\0\x12\x01\x03\0"  # 5 entries declared, half of one present
+    broken = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load(broken, ".jpg")
+    assert loaded.size == (12, 8)
+
+
+def test_any_decoder_exception_becomes_a_bad_image_error(monkeypatch):
+    """Pillow plugins have raised struct.error, IndexError... on crafted files; none may escape."""
+
+    def crash(*args, **kwargs):
+        raise struct.error("unpack requires a buffer of 4 bytes")
+
+    monkeypatch.setattr(Image, "open", crash)
+    with pytest.raises(BadImageError, match="corrupt image .*struct.error"):
+        load_image(b"anything")
+
+
+def within(seconds: float, function):
+    """function() in a thread: a test fails, rather than hangs, if a file makes it block or read forever."""
+    result: list = []
+    worker = threading.Thread(target=lambda: result.append(function()), daemon=True)
+    worker.start()
+    worker.join(timeout=seconds)
+    assert not worker.is_alive(), "still running: the file made it block or read forever"
+    return result[0] if result else None
+
+
+@pytest.mark.parametrize(
+    ("special", "named"),
+    [("named pipe", "named pipe"), ("link to /dev/zero", "character device"), ("folder", "folder")],
+)
+def test_special_files_are_turned_away_without_reading_them(tmp_path, special, named):
+    path = tmp_path / "face.png"
+    if special == "named pipe":
+        os.mkfifo(path)  # opening it for reading the usual way waits for a writer forever
+    elif special == "link to /dev/zero":
+        os.symlink("/dev/zero", path)  # reading it fills memory
+    else:
+        path.mkdir()
+
+    def attempt():
+        with pytest.raises(BadImageError, match="not a regular file") as error:
+            load_image(path)
+        return str(error.value)
+
+    assert named in within(10, attempt)
+
+
+def test_file_larger_than_any_image_is_not_read(tmp_path):
+    path = tmp_path / "huge.png"
+    with open(path, "wb") as handle:
+        handle.truncate(max_file_bytes(100) + 1)  # sparse: no disk used, and it must not be read into memory
+    with pytest.raises(BadImageError, match="file too large"):
+        load_image(path, max_pixels=100)
+    with pytest.raises(BadImageError, match="file too large"):
+        load_image(bytes(max_file_bytes(100) + 1), max_pixels=100)
+
+
+def test_links_that_cannot_be_followed_say_so(tmp_path):
+    folder = tmp_path / "ai"
+    good = write_image(folder / "good.png")
+    os.symlink("missing.png", folder / "dangling.png")
+    os.symlink("self.png", folder / "self.png")
+    os.symlink("self_dir", folder / "self_dir")
+    os.symlink("good.png", folder / "alias.png")
+
+    candidates, skipped = list_image_files(folder)
+
+    assert candidates == [folder / "alias.png", good]  # a link to an image is followed
+    reasons = {path.name: reason for path, reason in skipped}
+    assert "broken symbolic link" in reasons["dangling.png"] and "missing.png" in reasons["dangling.png"]
+    assert "link loop" in reasons["self.png"] and "link loop" in reasons["self_dir"]
+    with pytest.raises(BadImageError, match="broken symbolic link"):
+        load_image(folder / "dangling.png")
+    with pytest.raises(BadImageError, match="link loop"):
+        load_image(folder / "self.png")
+
+
 def test_missing_file_is_a_bad_image_error(tmp_path):
     with pytest.raises(BadImageError, match="cannot read"):
         load_image(tmp_path / "missing.png")
 
 
-def test_list_image_files_recurses_skips_non_images_and_hides_dotfiles(tmp_path):
+def test_list_image_files_recurses_and_names_non_images_and_hidden_entries(tmp_path):
     root = tmp_path / "ai"
     expected = [
         write_image(root / "a.png"),
@@ -170,9 +270,10 @@ def test_list_image_files_recurses_skips_non_images_and_hides_dotfiles(tmp_path)
 
     assert candidates == sorted(expected)
     reasons = {path.name: reason for path, reason in skipped}
-    assert set(reasons) == {"notes.txt", "README"}
+    assert set(reasons) == {"notes.txt", "README", ".hidden.png", ".cache"}  # the folder once, not its files
     assert ".txt" in reasons["notes.txt"]
     assert "no suffix" in reasons["README"]
+    assert "hidden file" in reasons[".hidden.png"] and "hidden folder" in reasons[".cache"]
 
 
 def test_list_image_files_survives_a_symlink_loop(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -122,6 +123,23 @@ def test_bad_files_are_rejected_with_a_reason_and_good_ones_all_kept(tmp_path):
     for relative, (_, reason) in bad.items():
         assert reason in reasons[relative], relative
     assert len(records) + len(rejected) == len(good) + len(bad)
+
+
+def test_names_that_are_not_utf8_are_left_out_with_advice_to_rename(tmp_path):
+    make_tree(tmp_path, {"ai": 10, "real": 10})
+    write_image(tmp_path / "ai" / os.fsdecode(b"face\xff.png"), seed=777)  # a Latin-1 name, as bytes
+    write_image(tmp_path / "real" / os.fsdecode(b"caf\xe9") / "face.png", seed=778)
+    write_image(tmp_path / "real" / os.fsdecode(b"notes\xff.txt"))
+    write_image(tmp_path / "real" / 'café 😀, "ok".png', seed=779)  # valid UTF-8: kept
+
+    records, rejected = scan(tmp_path)
+
+    reasons = {r.path: r.reason for r in rejected}
+    assert set(reasons) == {"ai/face\\xff.png", "real/caf\\xe9/face.png", "real/notes\\xff.txt"}
+    assert "UTF-8" in reasons["ai/face\\xff.png"] and "rename" in reasons["real/caf\\xe9/face.png"]
+    assert 'real/café 😀, "ok".png' in {r.path for r in records}
+    for text in [r.path for r in records] + [r.path for r in rejected]:
+        text.encode("utf-8")  # what the manifests and the summary will hold: no lone surrogates
 
 
 def test_same_bytes_under_both_classes_are_rejected_from_both(tmp_path):

@@ -2,6 +2,29 @@
 
 Manifests list files (path, label, sha256), they never copy images. Files with the same
 content hash always land in the same split, so a duplicate cannot leak from train to test.
+
+Every entry under a class folder is either kept (in exactly one manifest) or left out with
+a reason, so kept + left out adds up to what is on disk. The data folder is only read.
+What happens to the debatable cases, and why:
+
+- Decodable images are kept whatever their layout: CMYK, 16-bit, palette with transparency
+  (transparent pixels become white), EXIF-rotated (turned upright), and animated GIF/WebP
+  (the first frame, which is what a viewer shows as the still). A complete 1x1 image is kept
+  too: it decodes, and judging image quality is not the split's job.
+- Left out: empty, truncated or corrupt files, files that are not images whatever their
+  suffix (text, HTML), images over `split.max_pixels` (decompression bombs are turned away
+  from their header, before any pixel is decoded), header-only files, files larger than any
+  image within the pixel limit could be, pipes and devices (a link to /dev/zero), broken or
+  looping links, hidden files and folders (names starting with "."), and the same bytes
+  filed under two classes (no true label).
+- A file name that is not valid UTF-8 (e.g. b"face\\xff.png" from an old Latin-1 system) is
+  left out with a reason that says to rename it: the manifests are UTF-8 CSV that training,
+  DVC and git all read, and no UTF-8 text can name that file. Paths in reasons show the
+  undecodable bytes as backslash escapes ("face\\xff.png"), so the summary stays valid JSON.
+  Names that are valid UTF-8 (accents, emoji, commas, quotes) are kept; the CSV quotes them.
+- A file the split cannot read (no read permission) is left out with a reason saying to
+  chmod it. Run as root, the split can read it, so it is kept: training, as the same user,
+  reads it the same way.
 """
 
 from __future__ import annotations
@@ -15,9 +38,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from aivsreal.images import BadImageError, list_image_files, load_image
+from aivsreal.images import BadImageError, decode_image, list_image_files, read_image_file
 
 SPLITS = ("train", "val", "test")
+
+NOT_UTF8 = (
+    "name is not valid UTF-8 (the file's or a folder's): rename it, e.g. `convmv -r -f latin1 -t utf-8 --notest`; "
+    "the manifests are UTF-8 text and cannot name it"
+)
 
 
 class DatasetError(ValueError):
@@ -61,17 +89,17 @@ def scan_dataset(
             found, passed_over = list_image_files(folder)
             candidates += found
             skipped += passed_over
-        rejected += [Rejected(_display(p, root), label, reason) for p, reason in skipped]
+        rejected += [Rejected(_escaped(_display(p, root)), label, reason) for p, reason in skipped]
         for path in tqdm(candidates, desc=f"checking {label}", unit="img", leave=False, disable=None):
             shown = _display(path, root)
+            if not _is_utf8(shown):
+                rejected.append(Rejected(_escaped(shown), label, NOT_UTF8))
+                continue
             try:
-                content = path.read_bytes()
-                load_image(content, max_pixels=max_pixels)
+                content = read_image_file(path, max_pixels)
+                decode_image(content, max_pixels)
             except BadImageError as error:
                 rejected.append(Rejected(shown, label, str(error)))
-                continue
-            except OSError as error:
-                rejected.append(Rejected(shown, label, f"cannot read file: {error.strerror or error}"))
                 continue
             records.append(ImageRecord(shown, label, hashlib.sha256(content).hexdigest()))
     records, rejected = _drop_cross_class_duplicates(records, rejected)
@@ -166,3 +194,17 @@ def _display(path: Path, root: Path | None) -> str:
     if path.is_relative_to(root):
         return path.relative_to(root).as_posix()
     return path.as_posix()
+
+
+def _is_utf8(text: str) -> bool:
+    """False for a path with bytes that are not UTF-8 (Python holds them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    """The path with undecodable bytes as backslash escapes (face\\xff.png): printable, valid UTF-8."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
