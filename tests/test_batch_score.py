@@ -1,0 +1,164 @@
+"""Batch scoring with Spark: the real command on local[2], a real registered model, real image files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import PROJECT, png_bytes
+from helpers_images import write_image
+
+MODEL_URI = "models:/ai-vs-real@champion"
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java (install Java 17)")
+
+
+def batch_score(*args: str, cwd: Path, env_uri: str | None = None) -> subprocess.CompletedProcess:
+    import os
+
+    env = dict(os.environ)
+    if env_uri:
+        env["MLFLOW_TRACKING_URI"] = env_uri
+    command = [sys.executable, "-m", "aivsreal.batch_score", *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, tiny_model_dir) -> str:
+    """A throwaway sqlite MLflow store holding the tiny model as ai-vs-real version 1 @champion."""
+    import mlflow
+
+    from aivsreal import tracking
+    from aivsreal.serving import encode_image, signature
+
+    folder = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("MLFLOW_TRACKING_URI", uri)
+        tracking.configure_tracking(uri)
+        try:
+            with mlflow.start_run(experiment_id=tracking.experiment_id("batch", folder)):
+                example = pd.DataFrame({"image": [encode_image(png_bytes(0))]})
+                info = tracking.log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "ai-vs-real")
+            tracking.set_alias("ai-vs-real", info.registered_model_version)
+            yield uri
+        finally:
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> tuple[Path, list[Path], dict[Path, str]]:
+    """(folder, good image files, bad files -> what the reason must say) in nested folders."""
+    folder = tmp_path_factory.mktemp("photos").resolve()
+    good = [write_image(folder / "ai" / f"face_{i}.png", size=(40, 48), seed=i) for i in range(16)]
+    good += [write_image(folder / "real" / "2024" / f"photo {i}.jpg", size=(48, 40), seed=100 + i, fmt="JPEG")
+             for i in range(14)]  # fmt: skip
+    good.append(write_image(folder / "real" / "UPPER.PNG", size=(33, 33), seed=7))
+    bad = {
+        folder / "ai" / "truncated.png": "corrupt or truncated",
+        folder / "real" / "notes.png": "not an image",
+        folder / "real" / "empty.jpg": "empty file",
+    }
+    (folder / "ai" / "truncated.png").write_bytes(png_bytes(3)[:200])
+    (folder / "real" / "notes.png").write_text("meeting notes, not a picture\n")
+    (folder / "real" / "empty.jpg").write_bytes(b"")
+    (folder / "README.txt").write_text("not an image suffix: not read, not in the output\n")
+    return folder, good, bad
+
+
+@pytest.fixture(scope="module")
+def scored(store, image_folder, tmp_path_factory) -> tuple[subprocess.CompletedProcess, pd.DataFrame]:
+    """One real run of the command (one Spark start for the whole module)."""
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java (install Java 17)")
+    folder, _, _ = image_folder
+    work = tmp_path_factory.mktemp("run")
+    result = batch_score("--input", str(folder), "--output", "out.parquet", "--model", MODEL_URI,
+                         "--master", "local[2]", "--batch-size", "8", cwd=work, env_uri=store)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    print(result.stdout)
+    return result, pd.read_parquet(work / "out.parquet")
+
+
+@needs_java
+def test_every_image_file_gets_exactly_one_row_under_its_plain_path(scored, image_folder):
+    _, table = scored
+    _, good, bad = image_folder
+    assert list(table.columns) == ["path", "label", "p_ai", "p_real", "error"]
+    assert sorted(table["path"]) == sorted(str(p) for p in [*good, *bad])
+
+
+@needs_java
+def test_bad_files_carry_a_reason_and_no_prediction(scored, image_folder):
+    _, table = scored
+    _, _, bad = image_folder
+    rows = table.set_index("path")
+    for path, reason in bad.items():
+        row = rows.loc[str(path)]
+        assert reason in row["error"], (path, row["error"])
+        assert row[["label", "p_ai", "p_real"]].isna().all()
+
+
+@needs_java
+def test_scores_match_the_cli_predictor(scored, image_folder, store, monkeypatch):
+    from aivsreal.predictor import load_predictor
+
+    _, table = scored
+    _, good, _ = image_folder
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    predictor = load_predictor(MODEL_URI)
+    expected = pd.DataFrame(predictor.predict_records(predictor.load_many(good)), index=[str(p) for p in good])
+    rows = table.set_index("path").loc[expected.index]
+    assert rows["error"].isna().all()
+    assert (rows["label"] == expected["label"]).all()
+    for column in ("p_ai", "p_real"):
+        assert (rows[column] - expected[column]).abs().max() < 1e-5
+    assert ((rows["p_ai"] + rows["p_real"]) - 1).abs().max() < 1e-9
+
+
+@needs_java
+def test_summary_counts_scored_and_skipped_files(scored):
+    result, _ = scored
+    assert "scored 31 of 34 image files" in result.stdout
+    for reason in ("corrupt or truncated image", "not an image", "empty file"):
+        assert f"1  {reason}\n" in result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_help_explains_options_and_cluster_use():
+    result = batch_score("--help", cwd=PROJECT)
+    assert result.returncode == 0
+    for text in ("--input DIR", "--output PATH", "--master URL", "--batch-size N", "spark-submit", MODEL_URI):
+        assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("missing", "does not exist"),
+        ("no_images", "no image files under"),
+        ("output_exists", "pass --overwrite"),
+    ],
+)
+def test_bad_arguments_fail_fast_with_a_clear_message(tmp_path, case, message):
+    folder = tmp_path / "photos"
+    if case != "missing":
+        folder.mkdir()
+        (folder / "notes.txt").write_text("no pictures here")
+    if case == "output_exists":
+        write_image(folder / "a.png")
+        (tmp_path / "out.parquet").mkdir()
+    result = batch_score("--input", str(folder), "--output", "out.parquet", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unknown_model_says_how_to_get_one(tmp_path, store):
+    write_image(tmp_path / "photos" / "a.png")
+    result = batch_score("--input", "photos", "--model", "models:/no-such-model@champion", cwd=tmp_path, env_uri=store)
+    assert result.returncode == 2
+    assert "make pipeline" in result.stderr and "Traceback" not in result.stderr
