@@ -1,8 +1,16 @@
-"""Stage `train`: fit ResNet18 on the train split, log one MLflow run, register the model."""
+"""Stage `train`: fit ResNet18 on the train split, log one MLflow run, register the model.
+
+Interrupted (Ctrl-C, SIGTERM) it marks its MLflow run KILLED and registers nothing; a run
+left RUNNING by a process that died without a word (kill -9) is marked KILLED by the next
+train on the same host. The model is registered only once training and calibration are
+done, and DVC records nothing for an unfinished stage, so the next `dvc repro` trains again
+from scratch.
+"""
 
 import hashlib
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -29,6 +37,18 @@ def data_hash() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, a CI cancel, torchrun stopping its workers
+    try:
+        _main(params, argv)
+    except KeyboardInterrupt:
+        sys.exit("train: interrupted; its MLflow run is marked KILLED. `dvc repro` trains again from scratch.")
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _main(params, argv: list[str] | None) -> None:
     if params.train.launcher == "torchrun" and not distributed.in_torchrun():
         check_tracking(params)  # before starting processes that would wait on a rank 0 that gave up
         # the same stage again, as nproc processes under torchrun; rank 0 does all the writing
@@ -59,32 +79,14 @@ def run_stage(params, context: distributed.Context) -> None:
     train_rows, val_rows = read_manifest(MANIFESTS["train"]), read_manifest(MANIFESTS["val"])
 
     experiment_id = tracking.experiment_id(params.mlflow.experiment, root)
+    tracking.close_orphan_runs(experiment_id)
     with mlflow.start_run(experiment_id=experiment_id) as run:
-        mlflow.log_params(params.flat())
-        mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train",
-                         "processes": str(context.world_size), "device": str(context.device)})  # fmt: skip
         try:
-            result = train(params, train_rows, val_rows, on_epoch=_log_epoch, context=context)
-        except WeightsUnavailableError as error:
-            sys.exit(f"train: {error}")
-        calibrated = calibrate(result, val_rows, params.calibration)
-        mlflow.log_metrics(calibrated)
-        log.info(
-            "calibrated on validation: temperature %.3f, threshold p(%s) >= %.3f (rule %s), ECE %.3f -> %.3f",
-            calibrated["temperature"], result.config.class_names[0], calibrated["threshold"],
-            params.calibration.threshold_rule, calibrated["val_ece_uncalibrated"], calibrated["val_ece_calibrated"],
-        )  # fmt: skip
-        weights_used = result.config.pretrained_used
-        mlflow.log_param("pretrained_used", weights_used)
-        mlflow.set_tag("pretrained_used", weights_used)
-        best = result.history[result.best_epoch - 1]
-        mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": best["val_loss"]})
-
-        save_model(result.model, result.config, MODEL_DIR)
-        example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
-        info = tracking.log_pyfunc_model(
-            MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model
-        )
+            info, result, best, calibrated = _train_and_register(params, context, root, train_rows, val_rows)
+        except KeyboardInterrupt:
+            mlflow.set_tag("interrupted", "signal")
+            mlflow.end_run("KILLED")
+            raise
         version = str(info.registered_model_version)
 
     METRICS.mkdir(exist_ok=True)
@@ -97,7 +99,7 @@ def run_stage(params, context: distributed.Context) -> None:
                 "best_val_loss": best["val_loss"],
                 "best_val_accuracy": best["val_accuracy"],
                 "train_accuracy_at_best": best["train_accuracy"],
-                "pretrained_used": weights_used,
+                "pretrained_used": result.config.pretrained_used,
                 **calibrated,
             },
             indent=2,
@@ -121,6 +123,37 @@ def run_stage(params, context: distributed.Context) -> None:
         "run %s: best epoch %d, val accuracy %.3f; registered %s version %s",
         run.info.run_id, result.best_epoch, best["val_accuracy"], params.mlflow.registered_model, version,
     )  # fmt: skip
+
+
+def _train_and_register(params, context, root: Path, train_rows, val_rows):
+    """Inside the MLflow run: train, calibrate, save, log and register the model."""
+    mlflow.log_params(params.flat())
+    mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train",
+                     "processes": str(context.world_size), "device": str(context.device),
+                     **tracking.process_tags()})  # fmt: skip
+    try:
+        result = train(params, train_rows, val_rows, on_epoch=_log_epoch, context=context)
+    except WeightsUnavailableError as error:
+        sys.exit(f"train: {error}")
+    calibrated = calibrate(result, val_rows, params.calibration)
+    mlflow.log_metrics(calibrated)
+    log.info(
+        "calibrated on validation: temperature %.3f, threshold p(%s) >= %.3f (rule %s), ECE %.3f -> %.3f",
+        calibrated["temperature"], result.config.class_names[0], calibrated["threshold"],
+        params.calibration.threshold_rule, calibrated["val_ece_uncalibrated"], calibrated["val_ece_calibrated"],
+    )  # fmt: skip
+    weights_used = result.config.pretrained_used
+    mlflow.log_param("pretrained_used", weights_used)
+    mlflow.set_tag("pretrained_used", weights_used)
+    best = result.history[result.best_epoch - 1]
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": best["val_loss"]})
+
+    save_model(result.model, result.config, MODEL_DIR)
+    example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
+    info = tracking.log_pyfunc_model(
+        MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model
+    )
+    return info, result, best, calibrated
 
 
 def _log_epoch(row: dict) -> None:
