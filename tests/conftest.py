@@ -120,3 +120,24 @@ def tiny_champion_store(tmp_path_factory, tiny_model_dir) -> str:
             mlflow.set_tracking_uri(None)
             mlflow.set_registry_uri(None)
     return uri
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local IP addresses with a TCP socket listening on `port` (Linux /proc/net/tcp and tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table, width in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                # the kernel prints each 32-bit word in host (little-endian) order
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, width, 4))
+                found.add(str(ipaddress.ip_address(words)))
+    return found

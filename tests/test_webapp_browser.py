@@ -55,3 +55,38 @@ def test_upload_a_face_and_see_the_verdict_in_a_real_browser(app_url, tmp_path):
         finally:
             browser.close()
     assert (ARTIFACTS / "webapp_verdict.png").stat().st_size > 10_000
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no browser: Debian's chromium is not installed (.ci/run installs it)"
+)
+def test_a_50_mb_upload_and_a_decompression_bomb_are_refused_and_the_next_upload_is_served(app_url, tmp_path):
+    from PIL import Image
+    from playwright.sync_api import expect, sync_playwright
+
+    huge = tmp_path / "huge.png"
+    with open(huge, "wb") as handle:
+        handle.write(png_bytes(1) + os.urandom(50_000_000))  # 50 MB, over the 25 MB upload limit
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (10_000, 10_000)).save(bomb, optimize=True)  # 100 MP in a file of about 12 KB
+    assert bomb.stat().st_size < 100_000
+    face = tmp_path / "face.png"
+    face.write_bytes(png_bytes(8, size=96))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(app_url)
+            expect(page.get_by_text("AI-generated or real face?")).to_be_visible(timeout=60_000)
+            uploader = page.locator('input[type="file"]')
+            uploader.set_input_files([str(huge)])
+            expect(page.get_by_text("File must be 25.0MB or smaller.")).to_be_visible(timeout=60_000)
+            uploader.set_input_files([str(bomb)])
+            expect(page.get_by_text("bomb.png: cannot use this file")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("too large", exact=False).first).to_be_visible()
+            uploader.set_input_files([str(face)])
+            expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
+            expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "webapp_refusals.png"), full_page=True)
+        finally:
+            browser.close()
