@@ -30,12 +30,12 @@ def training_run(params: Params, stage: str) -> dict:
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     """A stage's table output (DVC plots read these): header from the first row's keys."""
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
 
 
 def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

@@ -42,7 +42,7 @@ def seed_everything(seed: int) -> None:
 
 def write_manifest(path: Path, rows: list) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(MANIFEST_FIELDS)
         for row in rows:
@@ -52,7 +52,7 @@ def write_manifest(path: Path, rows: list) -> None:
 def read_manifest(path: Path) -> list[dict[str, str]]:
     if not Path(path).is_file():
         raise FileNotFoundError(f"manifest {path} not found: run the split stage first (`dvc repro split`)")
-    with open(path, newline="") as handle:
+    with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
