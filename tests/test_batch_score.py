@@ -16,10 +16,10 @@ MODEL_URI = "models:/ai-vs-real@champion"
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java (install Java 17)")
 
 
-def batch_score(*args: str, cwd: Path, env_uri: str | None = None) -> subprocess.CompletedProcess:
+def batch_score(*args: str, cwd: Path, env_uri: str | None = None, **env_changes) -> subprocess.CompletedProcess:
     import os
 
-    env = dict(os.environ)
+    env = dict(os.environ) | env_changes
     if env_uri:
         env["MLFLOW_TRACKING_URI"] = env_uri
     command = [sys.executable, "-m", "aivsreal.batch_score", *args]
@@ -80,7 +80,6 @@ def scored(store, image_folder, tmp_path_factory) -> tuple[subprocess.CompletedP
     result = batch_score("--input", str(folder), "--output", "out.parquet", "--model", MODEL_URI,
                          "--master", "local[2]", "--batch-size", "8", cwd=work, env_uri=store)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr[-4000:]
-    print(result.stdout)
     return result, pd.read_parquet(work / "out.parquet")
 
 
@@ -162,3 +161,11 @@ def test_unknown_model_says_how_to_get_one(tmp_path, store):
     result = batch_score("--input", "photos", "--model", "models:/no-such-model@champion", cwd=tmp_path, env_uri=store)
     assert result.returncode == 2
     assert "make pipeline" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_java_says_to_install_java_17(tmp_path):
+    write_image(tmp_path / "photos" / "a.png")
+    no_java = {"PATH": str(Path(sys.executable).parent), "JAVA_HOME": ""}
+    result = batch_score("--input", "photos", cwd=tmp_path, **no_java)
+    assert result.returncode == 2
+    assert "Install Java 17" in result.stderr and "Traceback" not in result.stderr

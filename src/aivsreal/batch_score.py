@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             check_local_input(Path(args.input).expanduser())
         if not is_uri(args.output) and Path(args.output).exists() and not args.overwrite:
             raise BatchScoreError(f"{args.output} exists: pass --overwrite to replace it, or choose another --output")
+        check_java()
         import mlflow  # noqa: F401  (sets its loggers' levels on import: setup_logging must come after)
 
         from aivsreal.logs import setup_logging
