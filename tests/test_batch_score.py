@@ -27,27 +27,9 @@ def batch_score(*args: str, cwd: Path, env_uri: str | None = None, **env_changes
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory, tiny_model_dir) -> str:
-    """A throwaway sqlite MLflow store holding the tiny model as ai-vs-real version 1 @champion."""
-    import mlflow
-
-    from aivsreal import tracking
-    from aivsreal.serving import encode_image, signature
-
-    folder = tmp_path_factory.mktemp("store")
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("MLFLOW_TRACKING_URI", uri)
-        tracking.configure_tracking(uri)
-        try:
-            with mlflow.start_run(experiment_id=tracking.experiment_id("batch", folder)):
-                example = pd.DataFrame({"image": [encode_image(png_bytes(0))]})
-                info = tracking.log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "ai-vs-real")
-            tracking.set_alias("ai-vs-real", info.registered_model_version)
-            yield uri
-        finally:
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)
+def store(tiny_champion_store) -> str:
+    """The tiny model as ai-vs-real version 1 @champion in a throwaway sqlite store (conftest)."""
+    return tiny_champion_store
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -28,32 +29,42 @@ def app_url(tiny_model_dir):
         yield url
 
 
-@pytest.mark.skipif(
-    not CHROMIUM.exists(), reason="no browser: Debian's chromium is not installed (.ci/run installs it)"
-)
-def test_upload_a_face_and_see_the_verdict_in_a_real_browser(app_url, tmp_path):
+@contextlib.contextmanager
+def app_page(app_url: str):
+    """The app's page in headless Chromium, loaded and showing its title."""
     from playwright.sync_api import expect, sync_playwright
 
-    face = tmp_path / "face.png"
-    face.write_bytes(png_bytes(7, size=96))
-    not_an_image = tmp_path / "notes.png"
-    not_an_image.write_bytes(b"plain text pretending to be a PNG")
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(exist_ok=True)  # screenshots land here
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.goto(app_url)
             expect(page.get_by_text("AI-generated or real face?")).to_be_visible(timeout=60_000)
-            page.locator('input[type="file"]').set_input_files([str(face), str(not_an_image)])
-            expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("p(ai) =")).to_be_visible()
-            expect(page.get_by_text("p(real) =")).to_be_visible()
-            expect(page.get_by_text("notes.png: cannot use this file")).to_be_visible()
-            expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "webapp_verdict.png"), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no browser: Debian's chromium is not installed (.ci/run installs it)"
+)
+def test_upload_a_face_and_see_the_verdict_in_a_real_browser(app_url, tmp_path):
+    from playwright.sync_api import expect
+
+    face = tmp_path / "face.png"
+    face.write_bytes(png_bytes(7, size=96))
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_bytes(b"plain text pretending to be a PNG")
+    with app_page(app_url) as page:
+        page.locator('input[type="file"]').set_input_files([str(face), str(not_an_image)])
+        expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("p(ai) =")).to_be_visible()
+        expect(page.get_by_text("p(real) =")).to_be_visible()
+        expect(page.get_by_text("notes.png: cannot use this file")).to_be_visible()
+        expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "webapp_verdict.png"), full_page=True)
     assert (ARTIFACTS / "webapp_verdict.png").stat().st_size > 10_000
 
 
@@ -62,7 +73,7 @@ def test_upload_a_face_and_see_the_verdict_in_a_real_browser(app_url, tmp_path):
 )
 def test_a_50_mb_upload_and_a_decompression_bomb_are_refused_and_the_next_upload_is_served(app_url, tmp_path):
     from PIL import Image
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     huge = tmp_path / "huge.png"
     with open(huge, "wb") as handle:
@@ -72,21 +83,14 @@ def test_a_50_mb_upload_and_a_decompression_bomb_are_refused_and_the_next_upload
     assert bomb.stat().st_size < 100_000
     face = tmp_path / "face.png"
     face.write_bytes(png_bytes(8, size=96))
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 1000})
-            page.goto(app_url)
-            expect(page.get_by_text("AI-generated or real face?")).to_be_visible(timeout=60_000)
-            uploader = page.locator('input[type="file"]')
-            uploader.set_input_files([str(huge)])
-            expect(page.get_by_text("File must be 25.0MB or smaller.")).to_be_visible(timeout=60_000)
-            uploader.set_input_files([str(bomb)])
-            expect(page.get_by_text("bomb.png: cannot use this file")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("too large", exact=False).first).to_be_visible()
-            uploader.set_input_files([str(face)])
-            expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
-            expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
-            page.screenshot(path=str(ARTIFACTS / "webapp_refusals.png"), full_page=True)
-        finally:
-            browser.close()
+    with app_page(app_url) as page:
+        uploader = page.locator('input[type="file"]')
+        uploader.set_input_files([str(huge)])
+        expect(page.get_by_text("File must be 25.0MB or smaller.")).to_be_visible(timeout=60_000)
+        uploader.set_input_files([str(bomb)])
+        expect(page.get_by_text("bomb.png: cannot use this file")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("too large", exact=False).first).to_be_visible()
+        uploader.set_input_files([str(face)])
+        expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "webapp_refusals.png"), full_page=True)
