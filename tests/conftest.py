@@ -20,6 +20,23 @@ def venv_on_path():
     os.environ["PATH"] = old
 
 
+@pytest.fixture(autouse=True)
+def mlflow_uris_restored():
+    """MLflow's set_tracking_uri/set_registry_uri keep module globals and export MLFLOW_* variables
+    (set_registry_uri(None) never takes its variable back): undo both after every test, so a store
+    one test points at cannot answer for another's MlflowClient."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+    for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        del os.environ[name]
+    os.environ.update(saved)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A real (untrained) saved model: 32-pixel input, 8 hidden units; loads in a second."""
@@ -108,8 +125,9 @@ def tiny_champion_store(tmp_path_factory, tiny_model_dir) -> str:
 
     folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    with pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env:  # undone after: the variables go back to what they were
         env.setenv("MLFLOW_TRACKING_URI", uri)
+        env.setenv("MLFLOW_REGISTRY_URI", uri)  # set_registry_uri() exports it and never takes it back
         tracking.configure_tracking(uri)
         try:
             with mlflow.start_run(experiment_id=tracking.experiment_id("tiny", folder)):
