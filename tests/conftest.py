@@ -66,6 +66,13 @@ def png_bytes(seed: int, size: int = 48) -> bytes:
     return buffer.getvalue()
 
 
+def isolated_env(**overrides: str) -> dict[str, str]:
+    """This process's environment without MLFLOW_* and DVC_* settings, plus `overrides`: for a subprocess
+    that must find only the store and project it is given."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    return env | overrides
+
+
 def free_port() -> int:
     import socket
 

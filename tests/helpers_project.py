@@ -5,14 +5,13 @@ Shared by the integration tests that run the real pipeline (local store, team se
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import PROJECT
+from conftest import PROJECT, isolated_env
 
 # A few dozen 32-pixel images, two epochs: the whole pipeline in about a minute.
 TINY = {
@@ -61,8 +60,7 @@ def tiny_project(repo: Path) -> dict:
             repo / generated
         ).unlink(missing_ok=True)
     set_params(repo, TINY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PYTHONPATH"] = str(repo / "src")  # the copy's code, not the editable install's
+    env = isolated_env(PYTHONPATH=str(repo / "src"))  # the copy's code, not the editable install's
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "test"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@example.com"
     run(["git", "init", "-q", "-b", "main"], repo, env)

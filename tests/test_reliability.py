@@ -15,13 +15,13 @@ import sys
 import time
 
 import pytest
-from conftest import PROJECT, free_port
+from conftest import PROJECT, free_port, isolated_env
 from helpers_project import run, set_params, stages_run, tiny_project
 from mlflow import MlflowClient
 
 
 def train_stage(uri: str) -> tuple[subprocess.CompletedProcess, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": uri}
+    env = isolated_env(MLFLOW_TRACKING_URI=uri)
     start = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pipeline.train"], cwd=PROJECT, env=env, capture_output=True,
                           text=True, timeout=300)  # fmt: skip

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 
 import pytest
 import torch
-from conftest import PROJECT, free_port, listening_addresses, running_server
+from conftest import PROJECT, free_port, isolated_env, listening_addresses, running_server
 
 from aivsreal.model import WEIGHTS_FILE, load_saved_model
 
@@ -37,7 +36,7 @@ def test_weights_with_pickled_code_are_refused_and_the_code_never_runs(tmp_path,
 @pytest.mark.parametrize("server", ["webapp", "guarded"])
 def test_servers_listen_on_loopback_only_unless_told_otherwise(server, tiny_model_dir, tiny_champion_store):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env = isolated_env()
     if server == "webapp":  # no --server.address: .streamlit/config.toml decides
         env["AIVSREAL_MODEL"] = str(tiny_model_dir)
         command = [shutil.which("streamlit") or "streamlit", "run", "webapp/app.py", "--server.headless", "true",

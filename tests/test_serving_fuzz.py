@@ -22,7 +22,7 @@ import sys
 import hypothesis.strategies as st
 import pytest
 import requests
-from conftest import PROJECT, free_port, png_bytes, running_server
+from conftest import PROJECT, free_port, isolated_env, png_bytes, running_server
 from helpers_images import encode, random_image
 from hypothesis import HealthCheck, example, given, settings
 
@@ -46,11 +46,7 @@ def b64(data: bytes) -> str:
 @pytest.fixture(scope="module")
 def servers(tiny_champion_store, tmp_path_factory):
     """{"mlflow": url, "guarded": url}: both serving the tiny champion from a throwaway store."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
-        "MLFLOW_TRACKING_URI": tiny_champion_store
-    }
+    env = isolated_env(MLFLOW_TRACKING_URI=tiny_champion_store)
     cwd = tmp_path_factory.mktemp("serve")
     stock_port, guarded_port = free_port(), free_port()
     stock = [

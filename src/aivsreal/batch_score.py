@@ -396,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
         if not is_uri(args.output) and Path(args.output).exists() and not args.overwrite:
             raise BatchScoreError(f"{args.output} exists: pass --overwrite to replace it, or choose another --output")
         check_java()
+        from aivsreal.serving import MAX_IMAGES_PER_REQUEST  # imports torch: after the cheap checks
+
+        if not 1 <= args.batch_size <= MAX_IMAGES_PER_REQUEST:  # before the model is downloaded
+            raise BatchScoreError(f"--batch-size must be between 1 and {MAX_IMAGES_PER_REQUEST}")
         import mlflow  # noqa: F401  (sets its loggers' levels on import: setup_logging must come after)
 
         from aivsreal.logs import setup_logging
@@ -404,10 +408,6 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines say only that the gateway closes
         with tempfile.TemporaryDirectory(prefix="aivsreal-model-") as folder:
             model_dir = download_model(args.model, Path(folder))
-            from aivsreal.serving import MAX_IMAGES_PER_REQUEST  # imports torch: after the cheap checks
-
-            if not 1 <= args.batch_size <= MAX_IMAGES_PER_REQUEST:
-                raise BatchScoreError(f"--batch-size must be between 1 and {MAX_IMAGES_PER_REQUEST}")
             spark, created = spark_session(args.master)
             start_seconds = time.perf_counter() - started
             log.info("Spark %s on %s; scoring with %s", spark.version, spark.sparkContext.master, args.model)
