@@ -9,7 +9,9 @@ PORT   ?= 5001
 
 .DEFAULT_GOAL := help
 FACEBENCH ?= ../shared/facebench
-# Real faces: the preset in params/facebench.yaml (noise-residual input, native-resolution crops), checked first.
+# Real faces: the preset (params/facebench.yaml: trained for re-saved, resized images; checked first).
+# PRESET=params/facebench-lossless.yaml: the noise-residual recipe, for images that are never re-encoded.
+PRESET ?= params/facebench.yaml
 
 .PHONY: help setup pipeline test test-all lint serve serve-guarded ui app facebench
 
@@ -28,8 +30,8 @@ pipeline: setup  ## set up, then run the whole DVC pipeline on data.dir (sample 
 	dvc repro
 	dvc metrics show
 
-facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/) as a DVC experiment
-	flags="$$(python -m aivsreal.params params/facebench.yaml)" && eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
+facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/, PRESET=...) as a DVC experiment
+	flags="$$(python -m aivsreal.params $(PRESET))" && eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
 	dvc metrics show
 
 test: setup  ## set up, then run the test suite (unit + integration, no slow tests)

@@ -8,7 +8,7 @@ import sys
 import mlflow
 
 from aivsreal import plots, tracking
-from aivsreal.evaluation import evaluate
+from aivsreal.evaluation import evaluate, passes_gate, promotion_gate
 from aivsreal.images import BadImageError
 from aivsreal.predictor import Predictor
 from aivsreal.training import read_manifest
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     except BadImageError as error:
         sys.exit(f"evaluate: a test image no longer loads ({error}): re-run `dvc repro split`")
     metrics = result.metrics
-    gate = {"min_accuracy": params.evaluate.min_accuracy, "min_roc_auc": params.evaluate.min_roc_auc}
-    promoted = metrics["accuracy"] >= gate["min_accuracy"] and metrics["roc_auc"] >= gate["min_roc_auc"]
+    gate = promotion_gate(params.evaluate)
+    promoted = passes_gate(metrics, gate)
     metrics |= {"promoted": promoted, "model_version": run_info["model_version"]}
 
     METRICS.mkdir(exist_ok=True)

@@ -7,7 +7,7 @@ import pytest
 from conftest import PROJECT
 from helpers_images import random_image
 
-from aivsreal.evaluation import confident_mistakes, evaluate
+from aivsreal.evaluation import confident_mistakes, evaluate, passes_gate, promotion_gate
 from aivsreal.metrics import operating_points
 from aivsreal.params import Params
 from aivsreal.predictor import Predictor
@@ -95,5 +95,16 @@ def test_evaluate_on_a_tiny_model_reports_everything(tmp_path, tiny_model_dir):
         assert 0 <= metrics[key] <= 1, key
     assert metrics["temperature"] == 1.0 and metrics["threshold"] == 0.5
     assert result.confusion.sum() == 16 and len(result.predictions) == 16
-    assert {r["kind"] for r in result.robustness} == {"jpeg", "blur", "downscale", "social"}
+    assert {r["kind"] for r in result.robustness} == {"jpeg", "blur", "downscale", "webp", "shrink", "social"}
+    assert 0 <= metrics["wild_accuracy"] <= 1 and 0 <= metrics["wild_roc_auc"] <= 1
     assert "warning" in metrics["metadata_shortcut"]
+
+
+def test_promotion_gate_needs_every_minimum_wild_accuracy_included():
+    settings = Params.load(PROJECT / "params.yaml").with_overrides({"evaluate.min_wild_accuracy": 0.8}).evaluate
+    gate = promotion_gate(settings)
+    assert gate["min_wild_accuracy"] == 0.8
+    good = {"accuracy": 0.99, "roc_auc": 0.99, "wild_accuracy": 0.8}
+    assert passes_gate(good, gate)
+    assert not passes_gate(good | {"wild_accuracy": 0.79}, gate)  # perfect as stored, collapses when re-saved
+    assert not passes_gate(good | {"accuracy": 0.5}, gate)

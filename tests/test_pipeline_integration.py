@@ -47,7 +47,8 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
                  "reliability.png", "robustness.png", "robustness.csv"):  # fmt: skip
         assert (repo / "plots" / name).stat().st_size > 0
     robustness = json.loads((repo / "metrics/robustness.json").read_text())
-    assert set(robustness) == {"jpeg", "blur", "downscale", "social"} and "30" in robustness["jpeg"]
+    assert set(robustness) == {"jpeg", "blur", "downscale", "webp", "shrink", "social"}
+    assert {"30", "95", "85", "75"} <= set(robustness["jpeg"]) and 0 <= tested["wild_accuracy"] <= 1
     for key in ("balanced_accuracy", "tpr_at_fpr_1pct", "eer", "ece_uncalibrated", "ece_calibrated"):
         assert 0 <= tested[key] <= 1, key
     assert tested["temperature"] == trained["temperature"] and tested["threshold"] == trained["threshold"]
@@ -113,6 +114,29 @@ def test_second_repro_runs_nothing_and_report_param_reruns_only_report(project):
     assert (repo / "reports/report.md").read_text().startswith("# Renamed report")
     runs_after = len(client.search_runs([client.get_experiment_by_name("ai-vs-real").experiment_id]))
     assert runs_after == runs_before  # report logs into the train run, it does not start one
+
+
+def test_wild_accuracy_gate_keeps_a_model_below_it_from_champion(project):
+    """evaluate.min_wild_accuracy: one step above the measured wild accuracy refuses promotion."""
+    repo, env = project["repo"], project["env"]
+    client = MlflowClient(project["uri"])
+    wild = json.loads((repo / "metrics/evaluate.json").read_text())["wild_accuracy"]
+    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    bar = round(wild + 0.001, 6)
+    set_params(repo, {"evaluate": {"min_wild_accuracy": bar}})
+    try:
+        output = run(["dvc", "repro"], repo, env)
+        assert stages_run(output) == ["evaluate", "report"] and "not passed" in output
+        tested = json.loads((repo / "metrics/evaluate.json").read_text())
+        assert tested["promoted"] is False and tested["wild_accuracy"] == wild
+        assert client.get_run(info["run_id"]).data.tags["promoted"] == "false"
+        assert f"wild accuracy >= {bar})" in (repo / "reports/report.md").read_text()
+        set_params(repo, {"evaluate": {"min_wild_accuracy": wild}})  # exactly met: promoted
+        run(["dvc", "repro"], repo, env)
+        assert json.loads((repo / "metrics/evaluate.json").read_text())["promoted"] is True
+    finally:
+        set_params(repo, {"evaluate": {"min_wild_accuracy": 0.0}})
+        run(["dvc", "repro"], repo, env)
 
 
 def test_run_cache_restore_creates_no_new_run_or_version(project):

@@ -26,21 +26,28 @@ def blur(image: Image.Image, sigma: float) -> Image.Image:
     return image.filter(ImageFilter.GaussianBlur(radius=sigma)) if sigma > 0 else image.copy()
 
 
-def rescale(image: Image.Image, factor: float) -> Image.Image:
-    """Downscale by `factor` (e.g. 0.5) and back up to the original size: detail is lost, size kept."""
+def webp(image: Image.Image, quality: int) -> Image.Image:
+    """Re-encode as lossy WebP at `quality` (1-100) and decode again."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="WEBP", quality=int(quality))
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+def downscale(image: Image.Image, factor: float) -> Image.Image:
+    """Shrink by `factor` (e.g. 0.5) and keep the smaller size, as a re-posted photo arrives."""
     width, height = image.size
-    small = image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.BICUBIC)
-    return small.resize((width, height), Image.BICUBIC)
+    return image.resize((max(1, round(width * factor)), max(1, round(height * factor))), Image.BICUBIC)
+
+
+def rescale(image: Image.Image, factor: float) -> Image.Image:
+    """Downscale by `factor` and back up to the original size: detail is lost, size kept."""
+    return downscale(image, factor).resize(image.size, Image.BICUBIC)
 
 
 def social_media(image: Image.Image, rng: random.Random) -> Image.Image:
-    """What a photo goes through when shared: a random crop (80-95 %), a resize, JPEG 60-85."""
-    width, height = image.size
-    keep = rng.uniform(0.80, 0.95)
-    crop_w, crop_h = round(width * keep), round(height * keep)
-    left, top = rng.randint(0, width - crop_w), rng.randint(0, height - crop_h)
-    cropped = image.crop((left, top, left + crop_w, top + crop_h)).resize((width, height), Image.BILINEAR)
-    return jpeg(cropped, rng.randint(60, 85))
+    """What a photo goes through when shared: a random resize to 60-90 % (kept), then JPEG 70-90."""
+    return jpeg(downscale(image, rng.uniform(0.6, 0.9)), rng.randint(70, 90))
 
 
 def psnr(original: Image.Image, degraded: Image.Image) -> float:
@@ -51,18 +58,31 @@ def psnr(original: Image.Image, degraded: Image.Image) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-class RandomBlurJPEG(torch.nn.Module):
-    """Training augmentation after Wang et al. (2020): blur with probability p, then JPEG with probability p.
+class RandomDegrade(torch.nn.Module):
+    """Training augmentation after Wang et al. (2020), in the order a shared photo meets them:
+    downscale with probability p (kept small), blur with probability p, JPEG with probability p.
 
     Draws from torch's generator, so it follows `seed_everything` and DataLoader worker seeding.
+    The same draws apply to every class: no class keeps a file history the other lacks.
     """
 
-    def __init__(self, blur_prob: float, blur_sigma_max: float, jpeg_prob: float, jpeg_quality_min: int):
+    def __init__(
+        self,
+        blur_prob: float,
+        blur_sigma_max: float,
+        jpeg_prob: float,
+        jpeg_quality_min: int,
+        downscale_prob: float = 0.0,
+        downscale_min: float = 0.5,
+    ):
         super().__init__()
         self.blur_prob, self.blur_sigma_max = blur_prob, blur_sigma_max
         self.jpeg_prob, self.jpeg_quality_min = jpeg_prob, jpeg_quality_min
+        self.downscale_prob, self.downscale_min = downscale_prob, downscale_min
 
     def forward(self, image: Image.Image) -> Image.Image:
+        if self.downscale_prob > 0 and torch.rand(1).item() < self.downscale_prob:
+            image = downscale(image, float(torch.empty(1).uniform_(self.downscale_min, 1.0)))
         if self.blur_prob > 0 and torch.rand(1).item() < self.blur_prob:
             image = blur(image, float(torch.empty(1).uniform_(0.0, self.blur_sigma_max)))
         if self.jpeg_prob > 0 and torch.rand(1).item() < self.jpeg_prob:
@@ -71,6 +91,7 @@ class RandomBlurJPEG(torch.nn.Module):
 
     def extra_repr(self) -> str:
         return (
+            f"downscale_prob={self.downscale_prob}, downscale_min={self.downscale_min}, "
             f"blur_prob={self.blur_prob}, blur_sigma_max={self.blur_sigma_max}, "
             f"jpeg_prob={self.jpeg_prob}, jpeg_quality_min={self.jpeg_quality_min}"
         )

@@ -10,7 +10,7 @@ from aivsreal.calibration import expected_calibration_error, probabilities, reli
 from aivsreal.metrics import classification_metrics, confusion, operating_points, roc_points
 from aivsreal.params import EvaluateParams
 from aivsreal.predictor import Predictor
-from aivsreal.robustness import run_sweep, sweep_levels
+from aivsreal.robustness import run_sweep, sweep_levels, wild_summary
 from aivsreal.shortcut import metadata_classifier_scores
 
 
@@ -63,6 +63,7 @@ def evaluate(
 
     levels = sweep_levels(settings.jpeg_qualities, settings.blur_sigmas, settings.downscales)
     robustness = run_sweep(predict_positive, images, is_positive, config.threshold, levels, settings.sweep_seed)
+    metrics |= wild_summary(robustness)
 
     predictions = [
         {"path": row["path"], "actual": actual, "predicted": guess, f"p_{positive}": float(p)}
@@ -88,3 +89,17 @@ def confident_mistakes(predictions: list[dict], positive: str, limit: int) -> di
         "real called AI": sorted(false_alarms, key=lambda p: -p[key])[:limit],
         "AI called real": sorted(misses, key=lambda p: p[key])[:limit],
     }
+
+
+def promotion_gate(settings: EvaluateParams) -> dict[str, float]:
+    """The minimum test scores a model needs to become @champion."""
+    return {
+        "min_accuracy": settings.min_accuracy,
+        "min_roc_auc": settings.min_roc_auc,
+        "min_wild_accuracy": settings.min_wild_accuracy,
+    }
+
+
+def passes_gate(metrics: dict, gate: dict[str, float]) -> bool:
+    """Every gated score (`min_<name>` needs `<name>`) at or above its minimum."""
+    return all(metrics[name.removeprefix("min_")] >= minimum for name, minimum in gate.items())

@@ -75,6 +75,8 @@ class TrainParams:
     blur_sigma_max: float
     jpeg_prob: float
     jpeg_quality_min: int
+    downscale_prob: float
+    downscale_min: float
     num_workers: int
     seed: int
     launcher: str
@@ -92,6 +94,7 @@ class CalibrationParams:
 class EvaluateParams:
     min_accuracy: float
     min_roc_auc: float
+    min_wild_accuracy: float
     batch_size: int
     jpeg_qualities: list[int]
     blur_sigmas: list[float]
@@ -160,9 +163,11 @@ class Params:
                 f"calibration.threshold_rule must be youden, max_accuracy, fpr:X or fixed:X with X in [0, 1], "
                 f"got {self.calibration.threshold_rule!r}"
             )
-        for key in ("blur_prob", "jpeg_prob"):
+        for key in ("blur_prob", "jpeg_prob", "downscale_prob"):
             if not 0 <= getattr(self.train, key) <= 1:
                 raise ParamsError(f"train.{key} must be a probability in [0, 1], got {getattr(self.train, key)}")
+        if not 0 < self.train.downscale_min <= 1:
+            raise ParamsError(f"train.downscale_min must be in (0, 1], got {self.train.downscale_min}")
         if not 1 <= self.train.jpeg_quality_min <= 100:
             raise ParamsError(f"train.jpeg_quality_min must be in [1, 100], got {self.train.jpeg_quality_min}")
         if self.model.input_filter not in ("none", "residual"):

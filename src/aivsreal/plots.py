@@ -76,13 +76,15 @@ def robustness_figure(rows: list[dict]):
         if kind in ("jpeg", "downscale"):
             axes.invert_xaxis()  # left to right: worse images
         axes.set(xlabel=SWEEP_AXES[kind], ylim=(0, 1.02), title=kind)
-    social = [row for row in rows if row["kind"] == "social"]
     clean = next((row for row in rows if row["kind"] == "blur" and row["level"] == 0), None)
-    bars = ([("clean", clean)] if clean else []) + [("social media", row) for row in social]
+    names = {"webp": "WebP {:g}", "shrink": "shrink x{:g}", "social": "social"}
+    bars = ([("clean", clean)] if clean else []) + [
+        (names[row["kind"]].format(row["level"]), row) for row in rows if row["kind"] in names
+    ]
     for offset, metric in ((-0.2, "accuracy"), (0.2, "roc_auc")):
         panels[-1].bar([i + offset for i in range(len(bars))], [row[metric] for _, row in bars], 0.4, label=metric)
     panels[-1].set_xticks(range(len(bars)), [name for name, _ in bars])
-    panels[-1].set(title="crop + resize + JPEG")
+    panels[-1].set(title="as users' images arrive")
     panels[0].set_ylabel("score")
     panels[0].legend(loc="lower left")
     figure.tight_layout()

@@ -15,23 +15,61 @@ import numpy as np
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from aivsreal.degradations import blur, jpeg, psnr, rescale, social_media
+from aivsreal.degradations import blur, downscale, jpeg, psnr, rescale, social_media, webp
 
 
 @dataclass(frozen=True)
 class Level:
-    kind: str  # jpeg | blur | downscale | social
+    kind: str  # none | jpeg | webp | blur | downscale (resized back) | shrink (kept small) | social
     value: float  # quality, sigma, factor, or repeat index
     apply: Callable[[Image.Image, random.Random], Image.Image]
     identity: bool = False  # the clean reference level: pixels must stay the same
 
 
+# How users' images arrive (issue 12), each applied to both classes alike: re-saved as JPEG or
+# WebP, shrunk and fed at the smaller size, or a social-media chain (resize 0.6-0.9, JPEG 70-90).
+# "Wild accuracy" is the mean accuracy over these conditions.
+WILD_CONDITIONS = (("jpeg", 95), ("jpeg", 85), ("jpeg", 75), ("webp", 80), ("shrink", 0.5), ("social", 1))
+
+DEGRADE = {
+    "none": lambda im, rng, value: im.copy(),
+    "jpeg": lambda im, rng, value: jpeg(im, int(value)),
+    "webp": lambda im, rng, value: webp(im, int(value)),
+    "blur": lambda im, rng, value: blur(im, value),
+    "downscale": lambda im, rng, value: rescale(im, value),
+    "shrink": lambda im, rng, value: downscale(im, value),
+    "social": lambda im, rng, value: social_media(im, rng),
+}
+
+
+def level(kind: str, value: float) -> Level:
+    """One sweep level; blur 0, downscale 1 and `none` are the identity."""
+    identity = kind == "none" or (kind == "blur" and value == 0) or (kind == "downscale" and value == 1)
+    return Level(kind, value, lambda im, rng: DEGRADE[kind](im, rng, value), identity=identity)
+
+
+def wild_levels() -> list[Level]:
+    return [level(kind, value) for kind, value in WILD_CONDITIONS]
+
+
 def sweep_levels(jpeg_qualities: list[int], blur_sigmas: list[float], downscales: list[float]) -> list[Level]:
-    levels = [Level("jpeg", q, lambda im, rng, q=q: jpeg(im, q)) for q in jpeg_qualities]
-    levels += [Level("blur", s, lambda im, rng, s=s: blur(im, s), identity=s == 0) for s in blur_sigmas]
-    levels += [Level("downscale", f, lambda im, rng, f=f: rescale(im, f), identity=f == 1) for f in downscales]
-    levels.append(Level("social", 1, social_media))
-    return levels
+    """The evaluate stage's sweeps (params) plus every wild condition, each level once."""
+    qualities = sorted(set(jpeg_qualities) | {q for kind, q in WILD_CONDITIONS if kind == "jpeg"}, reverse=True)
+    levels = [level("jpeg", q) for q in qualities]
+    levels += [level("blur", s) for s in blur_sigmas]
+    levels += [level("downscale", f) for f in downscales]
+    return levels + [level(kind, value) for kind, value in WILD_CONDITIONS if kind != "jpeg"]
+
+
+def wild_summary(rows: list[dict]) -> dict[str, float]:
+    """Mean accuracy and ROC AUC over the wild conditions among the sweep rows."""
+    wild = [row for row in rows if (row["kind"], row["level"]) in WILD_CONDITIONS]
+    if len(wild) != len(WILD_CONDITIONS):
+        raise ValueError(f"the sweep lacks wild conditions: has {[(r['kind'], r['level']) for r in wild]}")
+    return {
+        "wild_accuracy": float(np.mean([row["accuracy"] for row in wild])),
+        "wild_roc_auc": float(np.mean([row["roc_auc"] for row in wild])),
+    }
 
 
 def run_sweep(
@@ -42,24 +80,30 @@ def run_sweep(
     levels: list[Level],
     seed: int,
 ) -> list[dict]:
-    """One row per level: accuracy and ROC AUC on the degraded images, and their mean PSNR."""
+    """One row per level: accuracy, ROC AUC and each class's recall on the degraded images, and
+    their mean PSNR (a shrunk image is compared after scaling it back to the original size)."""
     rows = []
     for level in levels:
         rng = random.Random(f"{seed}-{level.kind}-{level.value}")
         degraded = [level.apply(image, rng) for image in images]
-        quality = [psnr(a, b) for a, b in zip(images, degraded)]
-        changed = sum(math.isfinite(q) for q in quality)
+        same_size = [b if b.size == a.size else b.resize(a.size, Image.BICUBIC) for a, b in zip(images, degraded)]
+        quality = [psnr(a, b) for a, b in zip(images, same_size)]
+        changed = sum(math.isfinite(q) or a.size != b.size for q, a, b in zip(quality, images, degraded))
         if not level.identity and changed == 0:
             raise RuntimeError(f"degradation {level.kind}={level.value} left every image unchanged")
         p_positive = predict_positive(degraded)
         both = 0 < is_positive.sum() < len(is_positive)
         finite = [q for q in quality if math.isfinite(q)]
+        called_positive = p_positive >= threshold
+        nan = float("nan")
         rows.append(
             {
                 "kind": level.kind,
                 "level": level.value,
-                "accuracy": float(((p_positive >= threshold) == is_positive).mean()),
+                "accuracy": float((called_positive == is_positive).mean()),
                 "roc_auc": float(roc_auc_score(is_positive, p_positive)) if both else float("nan"),
+                "positive_recall": float(called_positive[is_positive].mean()) if is_positive.any() else nan,
+                "negative_recall": float((~called_positive[~is_positive]).mean()) if not is_positive.all() else nan,
                 "mean_psnr_db": float(np.mean(finite)) if finite else float("inf"),
                 "images_changed": changed,
             }

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorData
 from tqdm import tqdm
 
 from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
-from aivsreal.degradations import RandomBlurJPEG
+from aivsreal.degradations import RandomDegrade
 from aivsreal.distributed import Context, pick_device, sum_across, sync_buffers
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, set_trainable
@@ -130,8 +130,10 @@ def train(
 
     train_rows = subsample(train_rows, p.train_fraction, p.seed)
     degrade = None
-    if p.blur_prob > 0 or p.jpeg_prob > 0:
-        degrade = RandomBlurJPEG(p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min)
+    if p.blur_prob > 0 or p.jpeg_prob > 0 or p.downscale_prob > 0:
+        degrade = RandomDegrade(
+            p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min
+        )
     train_tf = build_transforms(
         p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
     )

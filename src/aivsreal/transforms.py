@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from aivsreal.degradations import RandomBlurJPEG
+from aivsreal.degradations import RandomDegrade
 
 # ImageNet statistics: what the pretrained ResNet18 expects, and a fine default without it.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -22,7 +22,7 @@ def build_transforms(
     random_crop: bool = False,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
-    degrade: RandomBlurJPEG | None = None,
+    degrade: RandomDegrade | None = None,
 ) -> T.Compose:
     """PIL RGB image -> normalised tensor. `resize=0` crops at native resolution.
 
