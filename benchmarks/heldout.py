@@ -1,4 +1,4 @@
-"""Held-out estimate on real faces: train with the facebench preset, test on faces it never saw.
+"""Held-out estimate on real faces: train with the lossless facebench preset, test on faces it never saw.
 
     python benchmarks/heldout.py                          # 5 folds over dev/: train on extra/ + 4/5 of dev/
     python benchmarks/heldout.py --protocol cross         # train on extra/ only, test on all of dev/
@@ -86,7 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--protocol", choices=("dev-folds", "cross"), default="dev-folds")
     parser.add_argument("--folds", type=int, default=5, help="folds over dev/ (dev-folds only, default 5)")
-    parser.add_argument("--preset", default="params/facebench.yaml", help="overrides file, or none")
+    parser.add_argument("--preset", default="params/facebench-lossless.yaml", help="overrides file, or none")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, like dvc -S")
     parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with dev/ and extra/")
     args = parser.parse_args()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from heldout import rows_of, stratified_cut  # benchmarks/heldout.py: the same folds helpers
 
 from aivsreal.logs import setup_logging
 from aivsreal.model import save_model
@@ -35,22 +36,6 @@ from aivsreal.training import calibrate, train
 ROOT = Path(__file__).resolve().parents[1]
 FACEBENCH = ROOT.parent / "shared" / "facebench"
 SOURCES = ("dev", "extra", "sd21")
-
-
-def rows_of(records) -> list[dict[str, str]]:
-    return [{"path": r.path, "label": r.label, "sha256": r.sha256} for r in records]
-
-
-def stratified_cut(rows: list[dict], fraction: float, rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
-    """(rest, cut): a stratified `fraction` of the rows in `cut`."""
-    rest, cut = [], []
-    for label in sorted({row["label"] for row in rows}):
-        members = [row for row in rows if row["label"] == label]
-        order = rng.permutation(len(members))
-        n_cut = round(len(members) * fraction)
-        cut += [members[i] for i in order[:n_cut]]
-        rest += [members[i] for i in order[n_cut:]]
-    return rest, cut
 
 
 def run_fold(

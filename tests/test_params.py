@@ -148,13 +148,23 @@ def test_overrides_replace_dotted_keys_and_are_checked():
 def test_facebench_preset_is_valid_and_prints_dvc_flags(capsys):
     overrides = load_overrides(FACEBENCH_PRESET)
     params = Params.load(PARAMS_YAML).with_overrides(overrides)
-    assert params.model.input_filter == "residual" and params.model.pretrained == "none"
+    assert params.model.input_filter == "none" and params.model.pretrained == "none"
+    assert params.train.jpeg_prob >= 0.5 and params.train.downscale_prob >= 0.5  # both classes re-saved and shrunk
+    assert params.evaluate.min_wild_accuracy > 0.5  # a model at chance after a JPEG re-save is never promoted
 
     main([str(FACEBENCH_PRESET), "--params", str(PARAMS_YAML)])
 
     flags = capsys.readouterr().out.split()
     assert flags.count("-S") == len(overrides)
-    assert "model.input_filter=residual" in flags and "train.eval_size=256" in flags
+    assert "model.input_filter=none" in flags and "train.eval_size=96" in flags
+
+
+def test_lossless_preset_keeps_the_noise_residual_recipe():
+    lossless = Params.load(PARAMS_YAML).with_overrides(
+        load_overrides(FACEBENCH_PRESET.with_name("facebench-lossless.yaml"))
+    )
+    assert lossless.model.input_filter == "residual" and lossless.train.eval_size == 256
+    assert lossless.train.jpeg_prob == 0 and lossless.evaluate.min_wild_accuracy == 0
 
 
 def test_dvc_flags_quote_what_the_shell_would_split():

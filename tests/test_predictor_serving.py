@@ -167,3 +167,20 @@ def test_signature_declares_image_in_and_label_and_probabilities_out():
     assert sig.inputs.inputs[0].type == DataType.string
     assert sig.outputs.input_names() == ["label", "p_ai", "p_real"]
     assert [spec.type for spec in sig.outputs.inputs] == [DataType.string, DataType.double, DataType.double]
+
+
+def test_hflip_test_time_averaging_travels_in_the_config_and_sees_both_orientations(tiny_model_dir, tmp_path):
+    """`tta_hflip`: a face and its mirror image get the same answer, the mean of the two plain logits."""
+    from PIL import ImageOps
+
+    plain = Predictor.from_dir(tiny_model_dir)
+    config = dataclasses.replace(plain.config, tta_hflip=True)
+    save_model(plain.model, config, tmp_path / "tta")
+    averaged = Predictor.from_dir(tmp_path / "tta")
+    assert averaged.config.tta_hflip is True
+    image = random_image((32, 32), seed=4)
+    mirror = ImageOps.mirror(image)
+    expected = (plain.predict_logits([image]) + plain.predict_logits([mirror])) / 2
+    assert not np.allclose(plain.predict_logits([image]), plain.predict_logits([mirror]))  # an asymmetric network
+    assert averaged.predict_logits([image]) == pytest.approx(expected, abs=1e-5)
+    assert averaged.predict_logits([mirror]) == pytest.approx(expected, abs=1e-5)

@@ -56,6 +56,7 @@ class ModelConfig:
     input_filter: str = "none"  # "residual": the network sees the clipped high-pass residual (ResidualFilter)
     residual_clip: float = 3.0  # grey levels at which the residual is clipped
     eval_size: int = 0  # side of the centre crop at inference; 0 = image_size
+    tta_hflip: bool = False  # average the logits of the image and its mirror image
 
     @classmethod
     def from_params(cls, params: Params, pretrained_used: str = "none") -> ModelConfig:
@@ -65,7 +66,7 @@ class ModelConfig:
             class_names=list(params.data.class_names), hidden=m.hidden, dropout=m.dropout,
             image_size=p.image_size, resize=p.resize, max_pixels=params.split.max_pixels,
             pretrained_used=pretrained_used, input_filter=m.input_filter, residual_clip=m.residual_clip,
-            eval_size=p.eval_size,
+            eval_size=p.eval_size, tta_hflip=p.tta_hflip,
         )  # fmt: skip
 
     @property

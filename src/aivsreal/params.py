@@ -66,6 +66,7 @@ class TrainParams:
     image_size: int
     resize: int
     eval_size: int
+    tta_hflip: bool
     lr_schedule: str
     train_fraction: float
     class_weights: bool

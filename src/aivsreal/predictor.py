@@ -46,14 +46,19 @@ class Predictor:
         """Raw network outputs, shape (n_images, n_classes), before temperature and softmax."""
         mean, std = tuple(self.config.mean), tuple(self.config.std)
         chunks = [
-            self.model(
-                normalise_batch([self.geometry(im) for im in images[start : start + batch_size]], mean, std)
-            ).numpy()
+            self.forward(normalise_batch([self.geometry(im) for im in images[start : start + batch_size]], mean, std))
             for start in range(0, len(images), batch_size)
         ]
         if not chunks:
             return np.zeros((0, len(self.class_names)), dtype=np.float64)
         return np.concatenate(chunks).astype(np.float64)
+
+    def forward(self, batch: torch.Tensor) -> np.ndarray:
+        """Logits of a normalised batch; with `tta_hflip`, averaged with those of the mirrored batch."""
+        logits = self.model(batch)
+        if self.config.tta_hflip:
+            logits = (logits + self.model(batch.flip(-1))) / 2
+        return logits.numpy()
 
     def predict_proba(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Class probabilities, shape (n_images, n_classes), with the calibrated temperature applied."""
