@@ -48,6 +48,15 @@ def stratified_cut(rows: list[dict], fraction: float, rng: np.random.Generator) 
     return rest, cut
 
 
+def preset_params(preset: str, settings: list[str]) -> tuple[Params, dict[str, str]]:
+    """params.yaml, then the preset file (unless "none"), then KEY=VALUE overrides like dvc -S."""
+    params = Params.load(ROOT / "params.yaml")
+    if preset != "none":
+        params = params.with_overrides(load_overrides(ROOT / preset))
+    sets = dict(item.split("=", 1) for item in settings)
+    return params.with_overrides({key: yaml.safe_load(value) for key, value in sets.items()}), sets
+
+
 def stratified_folds(rows: list[dict], k: int, rng: np.random.Generator) -> list[list[dict]]:
     folds: list[list[dict]] = [[] for _ in range(k)]
     for label in sorted({row["label"] for row in rows}):
@@ -93,11 +102,7 @@ def main() -> None:
     if not (args.data / "dev").is_dir() or not (args.data / "extra").is_dir():
         print(f"skipped: {args.data} has no dev/ and extra/")
         return
-    params = Params.load(ROOT / "params.yaml")
-    if args.preset != "none":
-        params = params.with_overrides(load_overrides(ROOT / args.preset))
-    sets = dict(item.split("=", 1) for item in args.set)
-    params = params.with_overrides({key: yaml.safe_load(value) for key, value in sets.items()})
+    params, sets = preset_params(args.preset, args.set)
     classes, positive = params.data.class_names, params.data.class_names[0]
     dev = rows_of(scan_dataset(args.data / "dev", classes, params.split.max_pixels)[0])
     extra = rows_of(scan_dataset(args.data / "extra", classes, params.split.max_pixels)[0])

@@ -22,12 +22,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
-from heldout import rows_of, stratified_cut  # benchmarks/heldout.py: the same folds helpers
+from heldout import preset_params, rows_of, stratified_cut  # benchmarks/heldout.py: the same folds helpers
 
 from aivsreal.logs import setup_logging
 from aivsreal.model import save_model
-from aivsreal.params import Params, load_overrides
+from aivsreal.params import Params
 from aivsreal.predictor import Predictor
 from aivsreal.robustness import level, run_sweep, wild_levels, wild_summary
 from aivsreal.split import scan_dataset
@@ -86,11 +85,7 @@ def main() -> None:
     if not all((args.data / source).is_dir() for source in SOURCES):
         print(f"skipped: {args.data} lacks one of {', '.join(SOURCES)}")
         return
-    params = Params.load(ROOT / "params.yaml")
-    if args.preset != "none":
-        params = params.with_overrides(load_overrides(ROOT / args.preset))
-    sets = dict(item.split("=", 1) for item in args.set)
-    params = params.with_overrides({key: yaml.safe_load(value) for key, value in sets.items()})
+    params, sets = preset_params(args.preset, args.set)
     classes = params.data.class_names
     by_source = {s: rows_of(scan_dataset(args.data / s, classes, params.split.max_pixels)[0]) for s in SOURCES}
 

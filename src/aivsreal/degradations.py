@@ -13,12 +13,17 @@ import torch
 from PIL import Image, ImageFilter
 
 
-def jpeg(image: Image.Image, quality: int) -> Image.Image:
-    """Re-encode as JPEG at `quality` (1-100) and decode again."""
+def reencode(image: Image.Image, file_format: str, quality: int) -> Image.Image:
+    """Save in a lossy `file_format` (JPEG, WEBP) at `quality` (1-100) and decode again."""
     buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="JPEG", quality=int(quality))
+    image.convert("RGB").save(buffer, format=file_format, quality=int(quality))
     buffer.seek(0)
     return Image.open(buffer).convert("RGB")
+
+
+def jpeg(image: Image.Image, quality: int) -> Image.Image:
+    """Re-encode as JPEG at `quality` (1-100) and decode again."""
+    return reencode(image, "JPEG", quality)
 
 
 def blur(image: Image.Image, sigma: float) -> Image.Image:
@@ -28,10 +33,7 @@ def blur(image: Image.Image, sigma: float) -> Image.Image:
 
 def webp(image: Image.Image, quality: int) -> Image.Image:
     """Re-encode as lossy WebP at `quality` (1-100) and decode again."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="WEBP", quality=int(quality))
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return reencode(image, "WEBP", quality)
 
 
 def downscale(image: Image.Image, factor: float) -> Image.Image:
