@@ -38,9 +38,16 @@ SOURCES = ("dev", "extra", "sd21")
 
 
 def run_fold(
-    params: Params, pool: list[dict], test: list[dict], seed: int, save_to: Path | None = None
+    params: Params,
+    pool: list[dict],
+    test: list[dict],
+    seed: int,
+    save_to: Path | None = None,
+    record: dict | None = None,
 ) -> tuple[list[dict], float]:
-    """Train on `pool`, then the sweep rows (as stored + wild conditions) on `test`; training minutes."""
+    """Train on `pool`, then the sweep rows (as stored + wild conditions) on `test`; training minutes.
+    `record`, if given, receives the threshold, which test images are AI, and p(AI) of every test
+    image per condition (benchmarks/wild_ablate.py scores ensembles from them)."""
     train_rows, val_rows = stratified_cut(pool, 0.15, np.random.default_rng(seed))
     started = time.perf_counter()
     result = train(params, train_rows, val_rows)
@@ -53,8 +60,14 @@ def run_fold(
     positive = predictor.class_names[0]
     is_positive = np.array([row["label"] == positive for row in test])
 
+    if record is not None:
+        record.update(threshold=result.config.threshold, is_positive=is_positive, p_positive=[])
+
     def predict_positive(batch):
-        return predictor.predict_proba(batch)[:, 0]
+        p_positive = predictor.predict_proba(batch)[:, 0]
+        if record is not None:
+            record["p_positive"].append(p_positive)
+        return p_positive
 
     levels = [level("none", 0)] + wild_levels()
     rows = run_sweep(predict_positive, images, is_positive, result.config.threshold, levels, seed)
