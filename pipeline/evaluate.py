@@ -57,7 +57,11 @@ def main(argv: list[str] | None = None) -> None:
         "confusion_matrix.png": plots.confusion_figure(result.confusion, class_names),
         "roc.png": plots.roc_figure(result.roc["fpr"], result.roc["tpr"], metrics["roc_auc"], class_names[0]),
         "reliability.png": plots.reliability_figure(
-            result.reliability_before, result.reliability_after, metrics["temperature"], class_names[0]
+            result.reliability_before,
+            result.reliability_after,
+            metrics["temperature"],
+            class_names[0],
+            result.reliability_sweep,
         ),
         "robustness.png": plots.robustness_figure(result.robustness),
     }

@@ -11,3 +11,8 @@ RUN_INFO = Path("models/mlflow_run.json")
 METRICS = Path("metrics")
 PLOTS = Path("plots")
 REPORTS = Path("reports")
+
+
+def is_sample_data(data_dir: str | Path) -> bool:
+    """True when `data.dir` is the built-in sample: the model trained on it is a demo (ModelConfig.demo)."""
+    return Path(data_dir).resolve() == SAMPLE_DIR.resolve()

@@ -9,9 +9,10 @@ import mlflow
 from aivsreal import plots
 from aivsreal.evaluation import confident_mistakes
 from aivsreal.images import BadImageError, load_image
+from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from pipeline import stage
-from pipeline.paths import METRICS, PLOTS, REPORTS, SPLIT_SUMMARY
+from pipeline.paths import METRICS, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_data
 
 log = logging.getLogger("pipeline.report")
 
@@ -88,16 +89,22 @@ def field_blocks(params, tested, robustness, mistakes, figures):
         ),
         Heading("Calibration"),
         Paragraph(
-            f"Fitted on the validation split by the train stage: temperature {tested['temperature']:.3f}, "
-            f"decision threshold p({positive}) >= {tested['threshold']:.3f} (rule "
-            f"`{params.calibration.threshold_rule}`). Both travel with the model: the server, the CLI and "
-            "the web app use them."
+            f"Fitted by the train stage on the validation split"
+            f"{' and its wild copies (JPEG, WebP, shrunk, social)' if params.calibration.perturbed else ''}: "
+            f"temperature {tested['temperature']:.3f} (at least {params.calibration.min_temperature:g}), decision "
+            f"threshold p({positive}) >= {tested['threshold']:.3f} (rule {params.calibration.threshold_rule}); "
+            f"no probability above {params.calibration.max_confidence:g} is reported. All of it travels with "
+            "the model: the server, the CLI and the web app use it."
         ),
         Table(
-            ["test split", "expected calibration error"],
-            [["before (T = 1)", tested["ece_uncalibrated"]], ["after temperature scaling", tested["ece_calibrated"]]],
-        ),
-        Figure(figures / "reliability.png", "Reliability diagram before and after temperature scaling"),
+            ["expected calibration error", "value"],
+            [
+                ["test split, before (T = 1)", tested["ece_uncalibrated"]],
+                ["test split, after temperature scaling", tested["ece_calibrated"]],
+                ["robustness sweep, every level pooled", tested["ece_sweep_pooled"]],
+            ],
+        ),  # fmt: skip
+        Figure(figures / "reliability.png", "Reliability diagram: test split before and after scaling, sweep pooled"),
         Heading("Robustness"),
         Paragraph(
             "The test images of both classes, degraded before preprocessing; mean PSNR shows how much each "
@@ -166,8 +173,10 @@ def build_blocks(params, split, trained, tested, run_info, figures):
     seed = params.report.seed_accuracy
     accuracy = tested["accuracy"]
     verdict = "better than" if accuracy > seed else "not better than"
+    demo = [Alert(f"This is a {DEMO_NOTICE}.")] if is_sample_data(params.data.dir) else []
     return [
         Heading(params.report.title, 1),
+        *demo,
         Paragraph(
             f"Model {run_info['registered_model']} version {run_info['model_version']} "
             f"(MLflow run {run_info['run_id']}). Pretrained weights used: {trained['pretrained_used']}. "

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
     fractions = {"train": params.split.train, "val": params.split.val, "test": params.split.test}
     try:
-        records, rejected = scan_dataset(Path(params.data.dir), params.data.class_names, params.split.max_pixels)
+        records, rejected = scan_dataset(
+            Path(params.data.dir), params.data.class_names, params.split.max_pixels, min_side=params.model.min_side
+        )
         splits = split_manifest(records, fractions, params.split.seed)
     except DatasetError as error:
         sys.exit(f"split: {error}")

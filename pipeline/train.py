@@ -18,11 +18,12 @@ import mlflow
 import pandas as pd
 
 from aivsreal import distributed, tracking
+from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.model import WeightsUnavailableError, save_model
 from aivsreal.serving import encode_image, signature
 from aivsreal.training import calibrate, read_manifest, train
 from pipeline import stage
-from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO
+from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO, is_sample_data
 
 log = logging.getLogger("pipeline.train")
 
@@ -148,6 +149,10 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     best = result.history[result.best_epoch - 1]
     mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": best["val_loss"]})
 
+    result.config.demo = is_sample_data(params.data.dir)
+    mlflow.set_tag("demo_model", str(result.config.demo).lower())
+    if result.config.demo:
+        log.warning(DEMO_NOTICE)
     save_model(result.model, result.config, MODEL_DIR)
     example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
     info = tracking.log_pyfunc_model(

@@ -124,13 +124,43 @@ def running_server(command: list[str], port: int, health_path: str, cwd: Path, e
 @pytest.fixture(scope="session")
 def tiny_champion_store(tmp_path_factory, tiny_model_dir) -> str:
     """A throwaway sqlite MLflow store holding the tiny model as ai-vs-real version 1 @champion; yields its URI."""
+    return champion_store(tmp_path_factory.mktemp("store"), tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def lossless_only_model_dir(tmp_path_factory) -> Path:
+    """A tiny saved model whose config says what calibration measured for a detector that only works on
+    lossless files (issue 13): 100 % on the validation images, 50 % on their JPEG copies, none of them
+    smaller than 48 px; images below 32 px are refused."""
+    from aivsreal.model import ModelConfig, build_model, save_model
+    from aivsreal.training import seed_everything
+
+    seed_everything(0)
+    folder = tmp_path_factory.mktemp("lossless_only_model")
+    model, used = build_model(2, hidden=8, dropout=0.0, pretrained="none")
+    validated = {"min_side": 48, "accuracy": {"none": 1.0, "jpeg": 0.5, "webp": 0.97, "shrink": 0.6, "social": 0.5}}
+    config = ModelConfig(
+        class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32, pretrained_used=used,
+        min_side=32, validated=validated, max_confidence=0.9999,
+    )  # fmt: skip
+    save_model(model, config, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lossless_only_store(tmp_path_factory, lossless_only_model_dir) -> str:
+    """The lossless-only model as ai-vs-real version 1 @champion in its own throwaway store; its URI."""
+    return champion_store(tmp_path_factory.mktemp("lossless_store"), lossless_only_model_dir)
+
+
+def champion_store(folder: Path, model_dir: Path) -> str:
+    """Log `model_dir` as ai-vs-real version 1 @champion into a new sqlite store in `folder`; its URI."""
     import mlflow
     import pandas as pd
 
     from aivsreal import tracking
     from aivsreal.serving import encode_image, signature
 
-    folder = tmp_path_factory.mktemp("store")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:  # undone after: the variables go back to what they were
         env.setenv("MLFLOW_TRACKING_URI", uri)
@@ -139,7 +169,7 @@ def tiny_champion_store(tmp_path_factory, tiny_model_dir) -> str:
         try:
             with mlflow.start_run(experiment_id=tracking.experiment_id("tiny", folder)):
                 example = pd.DataFrame({"image": [encode_image(png_bytes(0))]})
-                info = tracking.log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "ai-vs-real")
+                info = tracking.log_pyfunc_model(model_dir, signature(["ai", "real"]), example, "ai-vs-real")
             tracking.set_alias("ai-vs-real", info.registered_model_version)
         finally:
             mlflow.set_tracking_uri(None)

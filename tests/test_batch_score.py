@@ -69,7 +69,7 @@ def scored(store, image_folder, tmp_path_factory) -> tuple[subprocess.CompletedP
 def test_every_image_file_gets_exactly_one_row_under_its_plain_path(scored, image_folder):
     _, table = scored
     _, good, bad = image_folder
-    assert list(table.columns) == ["path", "label", "p_ai", "p_real", "error"]
+    assert list(table.columns) == ["path", "label", "p_ai", "p_real", "warnings", "error"]
     assert sorted(table["path"]) == sorted(str(p) for p in [*good, *bad])
 
 

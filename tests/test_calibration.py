@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 from scipy.special import softmax
 
-from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, reliability
+from aivsreal.calibration import (
+    choose_threshold,
+    clip_confidence,
+    expected_calibration_error,
+    fit_temperature,
+    reliability,
+)
 
 # Scores for 4 AI (positive) and 4 real images, hand-made so each rule has one right answer.
 P_AI = np.array([0.95, 0.80, 0.60, 0.30, 0.70, 0.40, 0.20, 0.10])
@@ -77,3 +83,23 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_labels():
     true_temperature = 2.5
     labels = (rng.uniform(0, 1, len(logits)) < softmax(logits / true_temperature, axis=1)[:, 1]).astype(int)
     assert fit_temperature(logits, labels) == pytest.approx(true_temperature, rel=0.05)
+
+
+def test_a_separable_split_cannot_sharpen_the_model_below_the_temperature_bound():
+    """Perfectly separated validation logits: the unbounded fit runs to its floor (T 0.05 sharpened the
+    facebench champion's answers to p = 1e-50); the bound keeps T where params.yaml puts it."""
+    logits = np.array([[2.0, -2.0]] * 10 + [[-1.0, 1.0]] * 10)
+    targets = np.array([0] * 10 + [1] * 10)
+    assert fit_temperature(logits, targets) == pytest.approx(0.05, rel=0.1)
+    for bound in (1.0, 0.5):
+        fitted = fit_temperature(logits, targets, min_temperature=bound)
+        assert bound <= fitted <= bound * 1.001
+
+
+def test_clip_confidence_bounds_every_probability_and_keeps_rows_summing_to_one():
+    p = np.array([[1.0, 0.0], [1e-30, 1.0 - 1e-30], [0.3, 0.7]])
+    clipped = clip_confidence(p, 0.9999)
+    assert clipped.min() >= 1e-4 - 1e-15 and clipped.max() <= 0.9999 + 1e-15
+    assert np.allclose(clipped.sum(axis=1), 1.0)
+    assert np.allclose(clipped[2], [0.3, 0.7])  # a moderate answer is left alone
+    assert clip_confidence(p, 1.0) is p

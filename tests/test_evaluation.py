@@ -97,6 +97,8 @@ def test_evaluate_on_a_tiny_model_reports_everything(tmp_path, tiny_model_dir):
     assert result.confusion.sum() == 16 and len(result.predictions) == 16
     assert {r["kind"] for r in result.robustness} == {"jpeg", "blur", "downscale", "webp", "shrink", "social"}
     assert 0 <= metrics["wild_accuracy"] <= 1 and 0 <= metrics["wild_roc_auc"] <= 1
+    n_levels = len(result.robustness)
+    assert 0 <= metrics["ece_sweep_pooled"] <= 1 and result.reliability_sweep["count"].sum() == 16 * n_levels
     assert "warning" in metrics["metadata_shortcut"]
 
 

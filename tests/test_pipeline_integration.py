@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port, running_server
+from conftest import free_port, png_bytes, running_server
 from helpers_project import STAGES, run, set_params, stages_run, tiny_project
 from mlflow import MlflowClient
 
@@ -52,7 +52,14 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     for key in ("balanced_accuracy", "tpr_at_fpr_1pct", "eer", "ece_uncalibrated", "ece_calibrated"):
         assert 0 <= tested[key] <= 1, key
     assert tested["temperature"] == trained["temperature"] and tested["threshold"] == trained["threshold"]
+    assert trained["temperature"] >= 1.0  # calibration.min_temperature: a separable split cannot sharpen it
+    assert 0 <= trained["val_ece_wild_pooled"] <= 1 and 0 <= tested["ece_sweep_pooled"] <= 1
+    config = json.loads((repo / "models/model/config.json").read_text())
+    assert config["demo"] is True and config["min_side"] == 32 and config["max_confidence"] == 0.9999
+    assert set(config["validated"]["accuracy"]) == {"none", "jpeg", "webp", "shrink", "social"}
     report = (repo / "reports/report.md").read_text()
+    assert "demo model trained on the built-in sample faces" in report
+    assert "robustness sweep, every level pooled" in report
     assert "69.58%" in report and "Confusion matrix" in report
     for section in ("## Operating points", "## Calibration", "## Robustness", "## Shortcut check", "## Most confident"):
         assert section in report
@@ -69,6 +76,7 @@ def test_mlflow_run_has_params_epochs_model_and_champion(project):
     assert run_.info.status == "FINISHED"
     assert run_.data.params["train.epochs"] == "2" and run_.data.params["pretrained_used"].startswith("none")
     assert {"git_commit", "data_hash", "pretrained_used", "promoted"} <= set(run_.data.tags)
+    assert run_.data.tags["demo_model"] == "true"
     assert re.fullmatch(r"[0-9a-f]{40}", run_.data.tags["git_commit"])
     history = client.get_metric_history(info["run_id"], "val_loss")
     assert [m.step for m in history] == [1, 2]
@@ -172,6 +180,7 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
         assert len(predictions) == 3
         for p in predictions:
             assert p["label"] in ("ai", "real") and abs(p["p_ai"] + p["p_real"] - 1) < 1e-6
+            assert isinstance(p["warnings"], list) and 1e-4 - 1e-12 <= p["p_ai"] <= 0.9999 + 1e-12
 
         cli = run([sys.executable, "-m", "aivsreal.predict", "--json", "--model", "models:/ai-vs-real@champion",
                    *map(str, images)], repo, env)  # fmt: skip
@@ -186,6 +195,7 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
             "not valid base64": frame("image", "%%%not base64%%%"),
             "not an image": frame("image", base64.b64encode(b"hello").decode()),
             "missing inputs": frame("picture", encoded[0]),
+            "16x16 px, too small to judge": frame("image", base64.b64encode(png_bytes(3, size=16)).decode()),
         }
         for expected, payload in bad_payloads.items():
             reply = requests.post(f"{url}/invocations", json=payload)

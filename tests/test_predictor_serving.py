@@ -13,6 +13,7 @@ import torch
 from helpers_images import encode, random_image
 from mlflow.exceptions import MlflowException
 from mlflow.types import DataType
+from mlflow.types.schema import Array
 
 from aivsreal.images import load_image
 from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, build_model, save_model
@@ -23,11 +24,13 @@ CLASSES = ["ai", "real"]
 
 
 def assert_same_records(actual: list[dict], expected: list[dict]) -> None:
-    """Same labels in the same order, probabilities equal up to float32 noise."""
+    """Same labels and warnings in the same order, probabilities equal up to float32 noise."""
     assert [r["label"] for r in actual] == [r["label"] for r in expected]
+    assert [list(r["warnings"]) for r in actual] == [list(r["warnings"]) for r in expected]
     for got, want in zip(actual, expected, strict=True):
         assert set(got) == set(want)
-        assert {k: got[k] for k in got if k != "label"} == pytest.approx({k: want[k] for k in want if k != "label"})
+        probabilities = [k for k in got if k.startswith("p_")]
+        assert {k: got[k] for k in probabilities} == pytest.approx({k: want[k] for k in probabilities})
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +107,7 @@ def test_temperature_softens_probabilities(predictor, images):
 def test_predict_records_keeps_input_order_and_names_classes(predictor, images):
     records = predictor.predict_records(images)
     probabilities = predictor.predict_proba(images)
-    assert [set(r) for r in records] == [{"label", "p_ai", "p_real"}] * len(images)
+    assert [set(r) for r in records] == [{"label", "p_ai", "p_real", "warnings"}] * len(images)
     for record, row, label in zip(records, probabilities, predictor.labels(probabilities), strict=True):
         assert record["label"] == label
         assert record["p_ai"] == pytest.approx(row[0]) and record["p_real"] == pytest.approx(row[1])
@@ -115,7 +118,7 @@ def test_pyfunc_predicts_base64_png_and_jpeg_in_order(pyfunc, predictor):
     files = [encode(random_image((24, 24), seed=5), "PNG"), encode(random_image((30, 20), seed=6), "JPEG")]
     result = pyfunc.predict(None, pd.DataFrame({"image": [encode_image(data) for data in files]}))
     assert isinstance(result, pd.DataFrame)
-    assert list(result.columns) == ["label", "p_ai", "p_real"]
+    assert list(result.columns) == ["label", "p_ai", "p_real", "warnings"]
     expected = predictor.predict_records([load_image(data) for data in files])
     assert_same_records(result.to_dict("records"), expected)
 
@@ -165,8 +168,9 @@ def test_signature_declares_image_in_and_label_and_probabilities_out():
     sig = signature(CLASSES)
     assert sig.inputs.input_names() == ["image"]
     assert sig.inputs.inputs[0].type == DataType.string
-    assert sig.outputs.input_names() == ["label", "p_ai", "p_real"]
-    assert [spec.type for spec in sig.outputs.inputs] == [DataType.string, DataType.double, DataType.double]
+    assert sig.outputs.input_names() == ["label", "p_ai", "p_real", "warnings"]
+    assert [spec.type for spec in sig.outputs.inputs[:3]] == [DataType.string, DataType.double, DataType.double]
+    assert sig.outputs.inputs[3].type == Array(DataType.string)
 
 
 def test_hflip_test_time_averaging_travels_in_the_config_and_sees_both_orientations(tiny_model_dir, tmp_path):

@@ -251,3 +251,14 @@ def test_a_folder_of_sources_is_read_as_their_union(tmp_path):
         [f"dev/ai/ai_{i:03d}.png" for i in range(3)] + [f"extra/ai/ai_{i:03d}.png" for i in range(5)]
     )
     assert sum(r.label == "real" for r in records) == len(dev["real"]) + len(extra["real"])
+
+
+def test_images_below_the_models_min_side_are_left_out_with_the_reason(tmp_path):
+    write_image(tmp_path / "ai" / "face.png", size=(40, 40), seed=1)
+    write_image(tmp_path / "ai" / "thumb.png", size=(16, 40), seed=2)
+    write_image(tmp_path / "real" / "photo.png", size=(32, 32), seed=3)
+    records, rejected = scan_dataset(tmp_path, CLASSES, DEFAULT_MAX_PIXELS, root=tmp_path, min_side=32)
+    assert sorted(r.path for r in records) == ["ai/face.png", "real/photo.png"]
+    assert [(r.path, r.reason) for r in rejected] == [
+        ("ai/thumb.png", "too small: 16x40 px, below model.min_side (32 px)")
+    ]

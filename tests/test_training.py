@@ -11,7 +11,7 @@ from helpers_images import random_image
 from PIL import Image, ImageFilter
 
 from aivsreal.params import Params
-from aivsreal.training import class_weights, read_manifest, subsample, train, write_manifest
+from aivsreal.training import calibrate, class_weights, read_manifest, subsample, train, write_manifest
 
 
 def tiny_params(model_overrides: dict | None = None, **train_overrides) -> Params:
@@ -22,17 +22,21 @@ def tiny_params(model_overrides: dict | None = None, **train_overrides) -> Param
     return dataclasses.replace(params, train=train_params, model=model)
 
 
-@pytest.fixture(scope="module")
-def rows(tmp_path_factory):
+def brightness_rows(folder, per_class: int, side: int) -> list[dict]:
     """Two classes that differ in brightness, so a couple of epochs learn something."""
-    folder = tmp_path_factory.mktemp("tiny")
     all_rows = []
     for label, shift in (("ai", 60), ("real", -60)):
-        for i in range(12):
+        for i in range(per_class):
             path = folder / f"{label}_{i}.png"
-            image = random_image((20, 20), seed=i + (100 if label == "ai" else 0))
+            image = random_image((side, side), seed=i + (100 if label == "ai" else 0))
             image.point(lambda v, s=shift: max(0, min(255, v + s))).save(path)
             all_rows.append({"path": str(path), "label": label, "sha256": str(i)})
+    return all_rows
+
+
+@pytest.fixture(scope="module")
+def rows(tmp_path_factory):
+    all_rows = brightness_rows(tmp_path_factory.mktemp("tiny"), 12, 20)
     return all_rows[::2], all_rows[1::2]
 
 
@@ -153,3 +157,19 @@ def test_residual_input_learns_a_noise_only_difference_that_rgb_input_does_not(n
     assert residual.config.input_filter == "residual" and residual.config.eval_crop == 48
     lrs = [row["lr"] for row in rgb.history]
     assert max(lrs) <= 0.003 and lrs[0] > lrs[-1] * 20  # one-cycle: warmed up, then annealed towards zero
+
+
+def test_calibration_measures_the_models_range_on_wild_copies_and_bounds_the_temperature(tmp_path):
+    """calibrate() fits T on the validation images and their wild copies, never below min_temperature,
+    and stores what it measured (smallest side, accuracy per condition) with the model."""
+    rows = brightness_rows(tmp_path, 6, 40)  # 40 px: above model.min_side, as the split stage ensures
+    params = tiny_params(epochs=1)
+    result = train(params, rows[::2], rows[1::2])
+    measured = calibrate(result, rows[1::2], params.calibration)
+    assert measured["temperature"] >= params.calibration.min_temperature
+    assert 0 <= measured["val_ece_wild_pooled"] <= 1
+    validated = result.config.validated
+    assert set(validated["accuracy"]) == {"none", "jpeg", "webp", "shrink", "social"}
+    assert all(0 <= value <= 1 for value in validated["accuracy"].values())
+    assert validated["min_side"] == 20  # the 40 px faces shrunk to half size
+    assert result.config.max_confidence == params.calibration.max_confidence

@@ -101,28 +101,47 @@ def test_registered_model_shows_its_model_card(monkeypatch, tmp_path, tiny_model
     assert app.subheader[0].value.startswith("Verdict:")
 
 
-def test_residual_model_warns_about_jpeg_and_small_uploads(monkeypatch, tmp_path):
-    """A noise-residual model cannot judge a JPEG or an image smaller than its crop: the page says so."""
+def copy_with_config(model_dir, folder, **fields):
+    """A copy of a saved model with some config.json fields changed."""
+    import json
+    import shutil
+
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | fields))
+    return folder
+
+
+def test_uploads_outside_the_validated_range_are_flagged_and_tiny_ones_refused(monkeypatch, lossless_only_model_dir):
+    """JPEG on a model that fails on JPEG, smaller than any validation image: warned; below min_side: refused."""
     import io
 
     from PIL import Image
 
-    from aivsreal.model import ModelConfig, build_model, save_model
-
-    model, _ = build_model(2, hidden=8, dropout=0.0, input_filter="residual")
-    config = ModelConfig(["ai", "real"], 8, 0.0, image_size=32, resize=0, input_filter="residual", eval_size=48)
-    save_model(model, config, tmp_path / "residual")
     jpeg = io.BytesIO()
     Image.open(io.BytesIO(png_bytes(1, size=64))).save(jpeg, format="JPEG")
-    app = start(monkeypatch, str(tmp_path / "residual"))
+    app = start(monkeypatch, str(lossless_only_model_dir))
     files = [
         ("photo.jpg", jpeg.getvalue(), "image/jpeg"),
-        ("small.png", png_bytes(2, size=32), "image/png"),
+        ("small.png", png_bytes(2, size=40), "image/png"),
         ("fine.png", png_bytes(3, size=64), "image/png"),
+        ("tiny.png", png_bytes(4, size=16), "image/png"),
+        ("dot.png", png_bytes(5, size=1), "image/png"),
     ]
     app = upload(app, files)
-    assert len(app.subheader) == 3  # every file still gets its verdict
+    assert len(app.subheader) == 3  # every usable file still gets its verdict
     caveats = [c.value for c in app.caption if c.value.startswith("⚠️")]
     assert len(caveats) == 2
-    assert "JPEG" in caveats[0] and "smaller than the 48 px" in caveats[1]
-    assert "noise-residual" in " ".join(m.value for m in app.sidebar.markdown)
+    assert "re-compressed JPEG" in caveats[0] and "50%" in caveats[0]
+    assert "smaller than 48 px" in caveats[1]
+    errors = [e.value for e in app.error]
+    assert len(errors) == 2
+    assert "tiny.png" in errors[0] and "16x16" in errors[0] and "at least 32 px" in errors[0]
+    assert "dot.png" in errors[1] and "1x1" in errors[1]
+    assert not any("demo model" in w.value for w in app.warning)
+
+
+def test_demo_model_says_so_on_the_page_and_in_the_card(monkeypatch, tmp_path, lossless_only_model_dir):
+    app = start(monkeypatch, str(copy_with_config(lossless_only_model_dir, tmp_path / "demo", demo=True)))
+    assert any("demo model trained on the built-in sample faces" in w.value for w in app.warning)
+    assert "Demo model" in " ".join(m.value for m in app.sidebar.markdown)

@@ -13,6 +13,7 @@ import streamlit as st
 
 from aivsreal.explain import grad_cam, overlay
 from aivsreal.images import BadImageError
+from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.predict import DEFAULT_MODEL
 from aivsreal.predictor import Predictor, load_predictor
 from aivsreal.tracking import configure_tracking, model_card
@@ -89,26 +90,10 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         + (" through the noise-residual filter" if config.input_filter == "residual" else ""),
         f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
     ]
+    if config.demo:
+        lines.append(f"**Demo model**: {DEMO_NOTICE}")
     st.sidebar.header("Model card")
     st.sidebar.markdown("  \n".join(lines))
-
-
-def lossy_input_caveat(data: bytes, image, predictor: Predictor) -> str | None:
-    """A residual-input model reads pixel-level noise: say when this upload cannot carry it."""
-    config = predictor.config
-    if config.input_filter != "residual":
-        return None
-    if data[:3] == b"\xff\xd8\xff":
-        return (
-            "This is a JPEG file. This model reads pixel-level noise, which JPEG compression rewrites: "
-            "on re-compressed faces it was measured at chance level. Use the original, losslessly stored file."
-        )
-    if min(image.size) < config.eval_crop:
-        return (
-            f"This image is smaller than the {config.eval_crop} px the model looks at; the border is padded, "
-            "which the model never saw in training. The answer is less reliable."
-        )
-    return None
 
 
 def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool) -> bool:
@@ -130,13 +115,12 @@ def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool) 
     for class_name in predictor.class_names:
         probability = record[f"p_{class_name}"]
         right.progress(probability, text=f"p({class_name}) = {probability:.1%}")
-    caveat = lossy_input_caveat(data, image, predictor)
-    if caveat:
-        right.caption(f"⚠️ {caveat}")
+    for warning in record["warnings"]:  # outside what the model was validated on (input_range.py)
+        right.caption(f"⚠️ {warning}")
     if label == first:
         right.warning(f"This face looks AI-generated (p = {record[f'p_{first}']:.1%}).")
         return False
-    if record[f"p_{label}"] >= CONFIDENT:
+    if record[f"p_{label}"] >= CONFIDENT and not record["warnings"] and not predictor.config.demo:
         right.success(f"This looks like a real photo (p = {record[f'p_{label}']:.1%}).")
         return True
     right.info("Probably real, but the model is not confident.")
@@ -151,6 +135,8 @@ def main() -> None:
     if predictor is None:
         return
     model_card_ui(source, predictor)
+    if predictor.config.demo:
+        st.warning(f"This is a {DEMO_NOTICE}.", icon="⚠️")
     show_heatmap = st.sidebar.toggle("Show Grad-CAM heatmap", value=True, help="Regions that drove the decision")
     uploads = st.file_uploader("Upload face images", type=UPLOAD_TYPES, accept_multiple_files=True)
     if not uploads:

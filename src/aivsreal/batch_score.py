@@ -31,11 +31,15 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import pandas as pd  # at module level: pandas_udf resolves the `pd.Series` hints in this module's globals
 
 from aivsreal.images import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from aivsreal.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -139,15 +143,18 @@ def download_model(model_uri: str, folder: Path) -> Path:
     return local
 
 
-def model_max_pixels(model_dir: Path) -> int:
-    """The pixel limit the model decodes images under (its saved config), so the check matches the model."""
+def model_config(model_dir: Path) -> ModelConfig | None:
+    """The saved config the model decodes images under (pixel limit, smallest side), so the check
+    here refuses exactly what the model's own `load` would; None for a model without one."""
     from mlflow.models import Model
+
+    from aivsreal.model import ModelConfig
 
     artifacts = Model.load(str(model_dir)).flavors.get("python_function", {}).get("artifacts", {})
     config_path = model_dir / artifacts.get("config", {}).get("path", "artifacts/config.json")
     if not config_path.is_file():
-        return DEFAULT_MAX_PIXELS
-    return int(json.loads(config_path.read_text()).get("max_pixels", DEFAULT_MAX_PIXELS))
+        return None
+    return ModelConfig(**json.loads(config_path.read_text()))
 
 
 def spark_session(master: str | None):
@@ -177,17 +184,22 @@ def spark_session(master: str | None):
     return spark, True
 
 
-def image_error_udf(max_pixels: int):
-    """A pandas UDF: file bytes -> null when the model can decode them, else the reason in a few words."""
+def image_error_udf(config: ModelConfig | None):
+    """A pandas UDF: file bytes -> null when the model can use them, else the reason in a few words."""
     from pyspark.sql.functions import pandas_udf
+
+    max_pixels = config.max_pixels if config is not None else DEFAULT_MAX_PIXELS
 
     @pandas_udf("string")
     def image_error(content: pd.Series) -> pd.Series:
         from aivsreal.images import BadImageError, load_image
+        from aivsreal.input_range import refuse_if_too_small
 
         def reason(data: bytes) -> str | None:
             try:
-                load_image(bytes(data), max_pixels=max_pixels)  # the same decode the model's `load` runs
+                image = load_image(bytes(data), max_pixels=max_pixels)  # the checks the model's `load` runs
+                if config is not None:
+                    refuse_if_too_small(image, config)
             except BadImageError as error:
                 return str(error)
             return None
@@ -217,7 +229,7 @@ def score_folder(
     checked = files.select(
         plain_path(F.col("path")).alias("path"),
         "content",
-        image_error_udf(model_max_pixels(model_dir))("content").alias("error"),
+        image_error_udf(model_config(model_dir))("content").alias("error"),
     ).persist(StorageLevel.MEMORY_AND_DISK)
     with arrow_batch_size(spark, batch_size):  # images per call of both UDFs
         try:

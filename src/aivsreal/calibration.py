@@ -11,20 +11,35 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
 from sklearn.metrics import roc_curve
 
+MAX_TEMPERATURE = 20.0  # softer than this is as good as "no idea"; the search needs an upper end
 
-def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The T > 0 minimising the negative log-likelihood of softmax(logits / T) (Guo et al., 2017)."""
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray, min_temperature: float = 0.05) -> float:
+    """The T in [min_temperature, 20] minimising the negative log-likelihood of softmax(logits / T)
+    (Guo et al., 2017). On a perfectly separated split the likelihood keeps rising as T falls, so
+    without a sensible lower bound the fit sharpens every answer to 0 or 1."""
 
     def nll(log_t: float) -> float:
         log_probs = log_softmax(logits / np.exp(log_t), axis=1)
         return float(-log_probs[np.arange(len(targets)), targets].mean())
 
-    result = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
-    return float(np.exp(result.x))
+    bounds = (np.log(min_temperature), np.log(MAX_TEMPERATURE))
+    if bounds[0] >= bounds[1]:
+        return float(min_temperature)
+    result = minimize_scalar(nll, bounds=bounds, method="bounded")
+    return float(np.clip(np.exp(result.x), min_temperature, MAX_TEMPERATURE))
 
 
 def probabilities(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return softmax(logits / temperature, axis=1)
+
+
+def clip_confidence(probabilities: np.ndarray, max_confidence: float) -> np.ndarray:
+    """Each probability clipped to [1 - max_confidence, max_confidence], rows summing to 1 again."""
+    if max_confidence >= 1.0:
+        return probabilities
+    clipped = np.clip(probabilities, 1.0 - max_confidence, max_confidence)
+    return clipped / clipped.sum(axis=1, keepdims=True)
 
 
 def choose_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: str) -> float:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aivsreal.calibration import expected_calibration_error, probabilities, reliability
+from aivsreal.calibration import clip_confidence, expected_calibration_error, probabilities, reliability
 from aivsreal.metrics import classification_metrics, confusion, operating_points, roc_points
 from aivsreal.params import EvaluateParams
 from aivsreal.predictor import Predictor
@@ -21,6 +21,7 @@ class Evaluation:
     roc: dict[str, np.ndarray]
     reliability_before: dict[str, np.ndarray]
     reliability_after: dict[str, np.ndarray]
+    reliability_sweep: dict[str, np.ndarray]  # every robustness sweep level pooled, as served
     robustness: list[dict]
     predictions: list[dict] = field(default_factory=list)
 
@@ -38,7 +39,7 @@ def evaluate(
     is_positive = np.array([label == positive for label in truth])
 
     logits = predictor.predict_logits(images, settings.batch_size)
-    calibrated = probabilities(logits, config.temperature)
+    calibrated = clip_confidence(probabilities(logits, config.temperature), config.max_confidence)  # as served
     raw_p_positive = probabilities(logits)[:, 0]
     p_positive = calibrated[:, 0]
     predicted = predictor.labels(calibrated)
@@ -58,12 +59,17 @@ def evaluate(
     shortcut["warning"] = shortcut["balanced_accuracy"] >= settings.shortcut_warning
     metrics["metadata_shortcut"] = shortcut
 
+    swept: list[np.ndarray] = []
+
     def predict_positive(degraded):
-        return predictor.predict_proba(degraded, settings.batch_size)[:, 0]
+        swept.append(predictor.predict_proba(degraded, settings.batch_size)[:, 0])
+        return swept[-1]
 
     levels = sweep_levels(settings.jpeg_qualities, settings.blur_sigmas, settings.downscales)
     robustness = run_sweep(predict_positive, images, is_positive, config.threshold, levels, settings.sweep_seed)
     metrics |= wild_summary(robustness)
+    pooled_p, pooled_truth = np.concatenate(swept), np.tile(is_positive, len(swept))
+    metrics["ece_sweep_pooled"] = expected_calibration_error(pooled_p, pooled_truth)
 
     predictions = [
         {"path": row["path"], "actual": actual, "predicted": guess, f"p_{positive}": float(p)}
@@ -75,6 +81,7 @@ def evaluate(
         roc=roc_points(truth, p_positive, positive),
         reliability_before=reliability(raw_p_positive, is_positive),
         reliability_after=reliability(p_positive, is_positive),
+        reliability_sweep=reliability(pooled_p, pooled_truth),
         robustness=robustness,
         predictions=predictions,
     )

@@ -25,6 +25,9 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".ti
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
+SOURCE_FORMAT = "aivsreal_source_format"  # key in a decoded image's `info`: the file format it came from
+
+
 class BadImageError(ValueError):
     """The bytes are not a usable image; the message says why in a few words."""
 
@@ -93,6 +96,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
             # A broken EXIF block only loses the orientation; the pixels are fine (one warning per file is noise).
             warnings.filterwarnings("ignore", message="(?i).*corrupt exif", category=UserWarning)
             image = Image.open(io.BytesIO(data))
+            file_format = image.format or ""
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImageError(f"image too large: {width}x{height} pixels exceeds the limit of {max_pixels:,}")
@@ -120,7 +124,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
         if type(error).__module__ != "builtins":
             kind = f"{type(error).__module__}.{kind}"  # struct.error, not just "error"
         raise BadImageError(f"corrupt image ({kind}: {error})") from error
-    return to_rgb(image)
+    rgb = to_rgb(image)
+    rgb.info[SOURCE_FORMAT] = file_format  # JPEG, WEBP, PNG...: input_range.py warns about re-compressed files
+    return rgb
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -57,6 +57,13 @@ class ModelConfig:
     residual_clip: float = 3.0  # grey levels at which the residual is clipped
     eval_size: int = 0  # side of the centre crop at inference; 0 = image_size
     tta_hflip: bool = False  # average the logits of the image and its mirror image
+    min_side: int = 1  # an input whose smaller side is below this is refused (BadImageError), not scored
+    max_confidence: float = 1.0  # reported probabilities are clipped to [1 - this, this]
+    # What calibration measured on the validation images and their wild copies (input_range.py):
+    # {"min_side": smallest side seen, "accuracy": {"none" | "jpeg" | "webp" | "shrink" | "social": accuracy}}
+    validated: dict = field(default_factory=dict)
+    warn_accuracy_drop: float = 0.05  # warn about inputs of a kind on which validation accuracy fell by more
+    demo: bool = False  # trained on the built-in sample data: it says nothing about real photos
 
     @classmethod
     def from_params(cls, params: Params, pretrained_used: str = "none") -> ModelConfig:
@@ -66,7 +73,9 @@ class ModelConfig:
             class_names=list(params.data.class_names), hidden=m.hidden, dropout=m.dropout,
             image_size=p.image_size, resize=p.resize, max_pixels=params.split.max_pixels,
             pretrained_used=pretrained_used, input_filter=m.input_filter, residual_clip=m.residual_clip,
-            eval_size=p.eval_size, tta_hflip=p.tta_hflip,
+            eval_size=p.eval_size, tta_hflip=p.tta_hflip, min_side=m.min_side,
+            max_confidence=params.calibration.max_confidence,
+            warn_accuracy_drop=params.calibration.warn_accuracy_drop,
         )  # fmt: skip
 
     @property

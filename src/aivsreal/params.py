@@ -52,6 +52,7 @@ class ModelParams:
     residual_clip: float
     hidden: int
     dropout: float
+    min_side: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +89,10 @@ class TrainParams:
 @dataclasses.dataclass(frozen=True)
 class CalibrationParams:
     temperature: bool
+    perturbed: bool
+    min_temperature: float
+    max_confidence: float
+    warn_accuracy_drop: float
     threshold_rule: str
 
 
@@ -191,6 +196,12 @@ class Params:
                 f"train.eval_size ({self.train.eval_size}) is smaller than train.image_size "
                 f"({self.train.image_size}): set it >= image_size, or 0 to use image_size"
             )
+        if not 0 < self.calibration.min_temperature <= 20:
+            raise ParamsError(f"calibration.min_temperature must be in (0, 20], got {self.calibration.min_temperature}")
+        if not 0.5 < self.calibration.max_confidence <= 1:
+            raise ParamsError(f"calibration.max_confidence must be in (0.5, 1], got {self.calibration.max_confidence}")
+        if self.model.min_side < 1:
+            raise ParamsError(f"model.min_side must be at least 1 pixel, got {self.model.min_side}")
         if not 0 <= self.model.dropout < 1:
             raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
 

@@ -48,15 +48,19 @@ def save(figure, path) -> None:
     plt.close(figure)
 
 
-def reliability_figure(before: dict, after: dict, temperature: float, positive: str):
-    """Reliability diagram: predicted p(positive) against the observed share, before and after scaling."""
+def reliability_figure(before: dict, after: dict, temperature: float, positive: str, sweep: dict | None = None):
+    """Reliability diagram: predicted p(positive) against the observed share, before and after scaling,
+    and (`sweep`) over every robustness sweep level pooled."""
     figure, axes = plt.subplots(figsize=(4.6, 4.0), dpi=110)
     axes.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    for table, name, marker in ((before, "T = 1", "o"), (after, f"T = {temperature:.2f}", "s")):
+    curves = [(before, "test, T = 1", "o"), (after, f"test, T = {temperature:.2f}", "s")]
+    if sweep is not None:
+        curves.append((sweep, f"robustness sweep pooled, T = {temperature:.2f}", "^"))
+    for table, name, marker in curves:
         used = table["count"] > 0
         axes.plot(table["predicted"][used], table["observed"][used], marker=marker, label=name)
     axes.set(xlabel=f"predicted p({positive})", ylabel=f"observed share of {positive}", xlim=(0, 1), ylim=(0, 1),
-             title="Reliability on the test split")  # fmt: skip
+             title="Reliability")  # fmt: skip
     axes.legend(loc="upper left")
     figure.tight_layout()
     return figure

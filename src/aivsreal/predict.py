@@ -3,6 +3,11 @@
 python -m aivsreal.predict face1.jpg face2.png                      # models:/ai-vs-real@champion
 python -m aivsreal.predict --model models/model face.jpg            # the train stage's output folder
 python -m aivsreal.predict --model models:/ai-vs-real/3 --json *.png
+
+Each answer carries `warnings` when the image lies outside what the model was validated on
+(re-compressed JPEG on a model that fails on them, smaller than any validation image); images
+too small to judge are skipped with the reason. A demo model (trained on the built-in sample)
+says so once on stderr.
 """
 
 from __future__ import annotations
@@ -38,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    if predictor.config.demo:
+        from aivsreal.input_range import DEMO_NOTICE
+
+        print(f"note: this is a {DEMO_NOTICE}", file=sys.stderr)
     failures = 0
     for path in args.images:
         try:
@@ -52,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             probabilities = "  ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("p_"))
             print(f"{path}: {record['label']}  ({probabilities})")
+            for warning in record["warnings"]:
+                print(f"    warning: {warning}")
     return 1 if failures else 0
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from aivsreal.calibration import probabilities
+from aivsreal.calibration import clip_confidence, probabilities
 from aivsreal.images import load_image
+from aivsreal.input_range import input_warnings, refuse_if_too_small
 from aivsreal.model import CONFIG_FILE, ModelConfig, load_saved_model
 from aivsreal.transforms import normalise_batch
 
@@ -33,8 +34,10 @@ class Predictor:
         return list(self.config.class_names)
 
     def load(self, source: str | Path | bytes) -> Image.Image:
-        """Decode with the same limits the model was trained under."""
-        return load_image(source, max_pixels=self.config.max_pixels)
+        """Decode with the same limits the model was trained under; too small to judge: TooSmallError."""
+        image = load_image(source, max_pixels=self.config.max_pixels)
+        refuse_if_too_small(image, self.config)
+        return image
 
     def load_many(self, sources: list[str | Path | bytes], threads: int = 4) -> list[Image.Image]:
         """Decode several files at once: Pillow releases the GIL while decoding, so threads overlap."""
@@ -61,8 +64,10 @@ class Predictor:
         return logits.numpy()
 
     def predict_proba(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, shape (n_images, n_classes), with the calibrated temperature applied."""
-        return probabilities(self.predict_logits(images, batch_size), self.config.temperature)
+        """Class probabilities, shape (n_images, n_classes): calibrated temperature, then clipped to
+        [1 - max_confidence, max_confidence] (no answer is more certain than validation can support)."""
+        calibrated = probabilities(self.predict_logits(images, batch_size), self.config.temperature)
+        return clip_confidence(calibrated, self.config.max_confidence)
 
     def labels(self, probabilities: np.ndarray) -> list[str]:
         """Two classes: the first (AI) at or above the threshold; more classes: the most likely."""
@@ -72,11 +77,16 @@ class Predictor:
         return [names[i] for i in probabilities.argmax(axis=1)]
 
     def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
-        """[{"label": ..., "p_ai": ..., "p_real": ...}, ...] in input order."""
+        """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...]}, ...] in input order;
+        `warnings` (input_range.py) says when an input lies outside what the model was validated on."""
         probabilities = self.predict_proba(images, batch_size)
         return [
-            {"label": label, **{f"p_{name}": float(p) for name, p in zip(self.class_names, row)}}
-            for label, row in zip(self.labels(probabilities), probabilities)
+            {
+                "label": label,
+                **{f"p_{name}": float(p) for name, p in zip(self.class_names, row)},
+                "warnings": input_warnings(image, self.config),
+            }
+            for label, row, image in zip(self.labels(probabilities), probabilities, images)
         ]
 
 

@@ -4,8 +4,10 @@ Logged as "models from code" (mlflow_model.py), so nothing is pickled: the artif
 the state_dict and config.json written by the train stage.
 
 Request: a string column `image` holding base64-encoded image files (JPEG, PNG, WebP...).
-Response: per image, `label` and `p_<class>` for each class.
-A request with any bad image is rejected as a whole with a 400 naming the first bad row.
+Response: per image, `label`, `p_<class>` for each class, and `warnings`: a list (often empty)
+saying when the image lies outside what the model was validated on (input_range.py).
+A request with any bad image, or one too small to judge, is rejected as a whole with a 400
+naming the first bad row.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, DataType, Schema
+from mlflow.types.schema import Array
 
 from aivsreal.images import BadImageError
 from aivsreal.predictor import Predictor
@@ -30,6 +33,7 @@ MAX_IMAGES_PER_REQUEST = 256
 
 def signature(class_names: list[str]) -> ModelSignature:
     outputs = [ColSpec("string", "label")] + [ColSpec("double", f"p_{name}") for name in class_names]
+    outputs.append(ColSpec(Array(DataType.string), "warnings"))
     return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]), outputs=Schema(outputs))
 
 

@@ -67,9 +67,10 @@ class Rejected:
 
 
 def scan_dataset(
-    data_dir: Path, class_names: list[str], max_pixels: int, root: Path | None = None
+    data_dir: Path, class_names: list[str], max_pixels: int, root: Path | None = None, min_side: int = 1
 ) -> tuple[list[ImageRecord], list[Rejected]]:
-    """Read every file under data_dir/<class>/, keeping those that decode as images.
+    """Read every file under data_dir/<class>/, keeping those that decode as images with a smaller
+    side of at least `min_side` pixels (the model refuses smaller inputs: model.min_side).
 
     A folder of sources, each with its own class folders (data_dir/<source>/<class>/, like
     facebench's dev/ and extra/), is read as the union of its sources.
@@ -97,7 +98,9 @@ def scan_dataset(
                 continue
             try:
                 content = read_image_file(path, max_pixels)
-                decode_image(content, max_pixels)
+                width, height = decode_image(content, max_pixels).size
+                if min(width, height) < min_side:
+                    raise BadImageError(f"too small: {width}x{height} px, below model.min_side ({min_side} px)")
             except BadImageError as error:
                 rejected.append(Rejected(shown, label, str(error)))
                 continue

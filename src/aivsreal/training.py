@@ -25,6 +25,7 @@ from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, set_trainable
 from aivsreal.params import CalibrationParams, Params
 from aivsreal.predictor import Predictor
+from aivsreal.robustness import wild_levels
 from aivsreal.transforms import build_transforms
 
 log = logging.getLogger(__name__)
@@ -279,19 +280,46 @@ def evaluate_loss(
 
 
 def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: CalibrationParams) -> dict:
-    """Fit temperature and decision threshold on the validation split; store them in result.config."""
+    """Fit temperature and decision threshold on the validation split, and measure the model's range:
+    accuracy on the validation images and on their wild copies (JPEG, WebP, shrunk, social), and the
+    smallest side seen. All of it is stored in result.config and travels with the model."""
     config = result.config
     predictor = Predictor(result.model, config)
-    logits = predictor.predict_logits([predictor.load(row["path"]) for row in val_rows])
+    images = [predictor.load(row["path"]) for row in val_rows]
     targets = np.array([config.class_names.index(row["label"]) for row in val_rows])
-    temperature = fit_temperature(logits, targets) if settings.temperature else 1.0
+    copies = {"none": (images, predictor.predict_logits(images))}
+    for number, condition in enumerate(wild_levels()):
+        rng = random.Random(f"calibration-{number}")  # the same copies on every run
+        degraded = [condition.apply(image, rng) for image in images]
+        copies[f"{condition.kind} {condition.value:g}"] = (degraded, predictor.predict_logits(degraded))
+    logits = copies["none"][1]
+    fit_on = [c[1] for c in copies.values()] if settings.perturbed else [logits]
+    temperature = 1.0
+    if settings.temperature:
+        temperature = fit_temperature(np.concatenate(fit_on), np.tile(targets, len(fit_on)), settings.min_temperature)
     p_positive = probabilities(logits, temperature)[:, 0]
     is_positive = targets == 0
     config.temperature = temperature
     config.threshold = choose_threshold(p_positive, is_positive, settings.threshold_rule)
+    config.validated = validated_range(copies, targets, temperature, config)
+    pooled = np.concatenate([probabilities(c[1], temperature)[:, 0] for c in copies.values()])
     return {
         "temperature": temperature,
         "threshold": config.threshold,
         "val_ece_uncalibrated": expected_calibration_error(probabilities(logits)[:, 0], is_positive),
         "val_ece_calibrated": expected_calibration_error(p_positive, is_positive),
+        "val_ece_wild_pooled": expected_calibration_error(pooled, np.tile(is_positive, len(copies))),
     }
+
+
+def validated_range(copies: dict, targets: np.ndarray, temperature: float, config: ModelConfig) -> dict:
+    """{"min_side": smallest side among the validation images and copies, "accuracy": {kind: the
+    lowest accuracy over that kind's conditions}} at the chosen threshold (input_range.py reads it)."""
+    accuracy: dict[str, float] = {}
+    for name, (_, logits) in copies.items():
+        p = probabilities(logits, temperature)
+        predicted = np.where(p[:, 0] >= config.threshold, 0, 1) if p.shape[1] == 2 else p.argmax(axis=1)
+        kind = name.split(" ")[0]
+        accuracy[kind] = min(accuracy.get(kind, 1.0), float((predicted == targets).mean()))
+    smallest = min(min(image.size) for images, _ in copies.values() for image in images)
+    return {"min_side": int(smallest), "accuracy": accuracy}
