@@ -31,7 +31,9 @@ pipeline: setup  ## set up, then run the whole DVC pipeline on data.dir (sample 
 	dvc metrics show
 
 facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/, PRESET=...) as a DVC experiment
-	flags="$$(python -m aivsreal.params $(PRESET))" && eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
+	base="$$(mktemp)" && git show HEAD:params.yaml > "$$base" && \
+	flags="$$(python -m aivsreal.params $(PRESET) --base "$$base")" && rm -f "$$base" && \
+	eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
 	dvc metrics show
 
 test: setup  ## set up, then run the test suite (unit + integration, no slow tests)

@@ -177,3 +177,21 @@ def test_a_preset_without_dotted_keys_is_rejected(tmp_path):
     path.write_text("train:\n  lr: 0.1\n")
     with pytest.raises(ParamsError, match="dotted"):
         load_overrides(path)
+
+
+def test_a_second_preset_resets_what_an_earlier_experiment_left_in_the_workspace(tmp_path, capsys, raw_params):
+    """`dvc exp run` leaves its params in params.yaml: `make facebench PRESET=lossless` after `make facebench`
+    must not inherit the wild preset's JPEG augmentation and gate (it did, silently)."""
+    after_wild = Params.load(PARAMS_YAML).with_overrides(load_overrides(FACEBENCH_PRESET))
+    workspace = tmp_path / "params.yaml"
+    workspace.write_text(yaml.safe_dump(dataclasses.asdict(after_wild)))
+    lossless = FACEBENCH_PRESET.with_name("facebench-lossless.yaml")
+
+    main([str(lossless), "--params", str(workspace), "--base", str(PARAMS_YAML)])
+
+    flags = capsys.readouterr().out.split()
+    assert "train.jpeg_prob=0.0" in flags and "evaluate.min_wild_accuracy=0.0" in flags
+    assert "model.input_filter=residual" in flags
+    assert not any(flag.startswith("train.hflip=") for flag in flags)  # unchanged keys are left alone
+    main([str(lossless), "--params", str(workspace)])  # without --base: only the preset's own keys
+    assert "train.jpeg_prob=0.0" not in capsys.readouterr().out.split()

@@ -299,11 +299,26 @@ def main(argv: list[str] | None = None) -> None:
         description="Check a preset against params.yaml and print it as `dvc exp run -S` flags.",
     )
     parser.add_argument("preset", help="YAML file of dotted overrides, e.g. params/facebench.yaml")
-    parser.add_argument("--params", default="params.yaml", help="base params file (default: params.yaml)")
+    parser.add_argument("--params", default="params.yaml", help="params file dvc will run with (default: params.yaml)")
+    parser.add_argument(
+        "--base",
+        help="params file the preset applies to, e.g. the committed params.yaml: every key the preset does not set "
+        "is also reset to its value here, so an experiment applied to the workspace earlier does not leak in",
+    )
     args = parser.parse_args(argv)
     overrides = load_overrides(args.preset)
-    Params.load(args.params).with_overrides(overrides)  # fail here, with the key named, not inside dvc
+    current = Params.load(args.params)
+    current.with_overrides(overrides)  # fail here, with the key named, not inside dvc
+    if args.base:
+        overrides = preset_against(Params.load(args.base), current, overrides)
     print(dvc_set_flags(overrides))
+
+
+def preset_against(base: Params, current: Params, overrides: dict[str, object]) -> dict[str, object]:
+    """The overrides that turn `current` into `base` + the preset: the preset's keys, plus every other
+    key whose current value differs from `base` (reset to the base value)."""
+    target, now = base.with_overrides(overrides).flat(), current.flat()
+    return {key: value for key, value in target.items() if now[key] != value and key not in overrides} | overrides
 
 
 if __name__ == "__main__":
