@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import free_port, isolated_env, running_server
+from conftest import PROJECT, free_port, isolated_env, running_server
 from helpers_images import encode, random_image, write_image
 
 from aivsreal.images import SOURCE_FORMAT, load_image
@@ -67,6 +67,17 @@ def test_too_small_images_are_refused_with_the_reason(name, size):
     with pytest.raises(TooSmallError, match=f"{size} px, too small to judge.*at least 32 px"):
         refuse_if_too_small(load_image(FILES[name]), config())
     refuse_if_too_small(load_image(FILES["small.png"]), config())  # 40 px: judged (with a warning)
+
+
+def test_only_a_model_trained_on_the_built_in_sample_is_a_demo(monkeypatch):
+    sys.path.insert(0, str(PROJECT))  # pipeline/ is the project's stage package, not installed
+    from pipeline.paths import is_sample_data
+
+    monkeypatch.chdir(PROJECT)
+    assert (
+        is_sample_data("data/sample") and is_sample_data("./data/sample/") and is_sample_data(PROJECT / "data/sample")
+    )
+    assert not is_sample_data("data/raw") and not is_sample_data("../shared/facebench")
 
 
 def write_files(folder: Path, names: list[str]) -> list[Path]:
