@@ -16,7 +16,8 @@ PRESET ?= params/facebench.yaml
 .PHONY: help setup pipeline test test-all lint serve serve-guarded ui app facebench
 
 help:  ## list the commands
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/\$$(PORT)/$(PORT)/g' | \
+	  awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,16 +29,16 @@ setup: $(BIN)/.installed  ## create .venv and install pinned requirements (once)
 
 pipeline: setup  ## set up, then run the whole DVC pipeline on data.dir (sample data by default)
 	dvc repro
-	dvc metrics show
+	python -m pipeline.summary
 
 facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/, PRESET=...) as a DVC experiment
 	base="$$(mktemp)" && git show HEAD:params.yaml > "$$base" && \
 	flags="$$(python -m aivsreal.params $(PRESET) --base "$$base")" && rm -f "$$base" && \
 	eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
-	dvc metrics show
+	python -m pipeline.summary
 
 test: setup  ## set up, then run the test suite (unit + integration, no slow tests)
-	pytest -m "not slow"
+	pytest -m "not slow" -rs
 
 test-all: setup  ## every test, including those marked slow
 	pytest

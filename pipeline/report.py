@@ -195,9 +195,10 @@ def build_blocks(params, split, trained, tested, run_info, figures):
         Paragraph(f"{counts['total_rejected']} file(s) left out; reasons in data/processed/split_summary.json."),
         Heading("Training"),
         Paragraph(
-            f"ResNet18, fine-tuning `{params.train.finetune}`, {params.train.optimizer} lr {params.train.lr}, "
-            f"({params.train.lr_schedule}), batch {params.train.batch_size}, {params.train.image_size} px training "
-            f"crops, {params.train.eval_size or params.train.image_size} px at inference, input "
+            f"ResNet18, fine-tuning `{params.train.finetune}`, {params.train.optimizer} (learning rate "
+            f"{params.train.lr:g}, {params.train.lr_schedule} schedule), batch {params.train.batch_size}, "
+            f"{params.train.image_size} px training crops, "
+            f"{params.train.eval_size or params.train.image_size} px at inference, input "
             f"{'noise residual' if params.model.input_filter == 'residual' else 'RGB'}. Best epoch "
             f"{trained['best_epoch']} of {trained['epochs_run']} (validation loss {trained['best_val_loss']:.4f}, "
             f"validation accuracy {trained['best_val_accuracy']:.4f})."

@@ -11,7 +11,7 @@ from aivsreal.evaluation import confident_mistakes, evaluate, passes_gate, promo
 from aivsreal.metrics import operating_points
 from aivsreal.params import Params
 from aivsreal.predictor import Predictor
-from aivsreal.report import Alert, to_html, to_markdown
+from aivsreal.report import Alert, Paragraph, to_html, to_markdown
 from aivsreal.shortcut import metadata_classifier_scores
 
 
@@ -77,6 +77,13 @@ def test_alert_is_a_visible_warning_in_both_report_formats(tmp_path):
     assert "> **Warning:** data <leaks>" in to_markdown([Alert("data <leaks>")], tmp_path)
     page = to_html([Alert("data <leaks>")], "t")
     assert 'class="warning"' in page and "data &lt;leaks&gt;" in page
+
+
+def test_html_report_renders_code_spans_as_code_and_escapes_the_rest(tmp_path):
+    page = to_html([Paragraph("fine-tuning `all` when a < b"), Alert("run `make facebench`")], "t")
+    assert "fine-tuning <code>all</code> when a &lt; b" in page and "run <code>make facebench</code>" in page
+    assert "`" not in page.split("<body>")[1]
+    assert "<code>" not in to_html([Paragraph("one ` backtick")], "t").split("<body>")[1]
 
 
 def test_evaluate_on_a_tiny_model_reports_everything(tmp_path, tiny_model_dir):

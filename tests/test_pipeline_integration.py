@@ -66,6 +66,14 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert "data:image/png;base64," in (repo / "reports/report.html").read_text()
     metrics_show = run(["dvc", "metrics", "show"], repo, project["env"])
     assert "accuracy" in metrics_show
+    run(["dvc", "plots", "show", "-o", "plots_html"], repo, project["env"])
+    page = (repo / "plots_html" / "index.html").read_text()
+    assert page.count("vegaEmbed") == 5 and page.count("<img") == 4  # each plot drawn once, not twice
+    summary = run([sys.executable, "-m", "pipeline.summary"], repo, project["env"]).splitlines()
+    assert max(len(line) for line in summary) <= 100  # readable in a terminal, unlike `dvc metrics show`
+    text = "\n".join(summary)
+    assert f"test accuracy     {tested['accuracy']:.3f}" in text and "ai-vs-real version 1, @champion" in text
+    assert "reports/report.html" in text and "demo" in text and f"{tested['wild_accuracy']:.3f}" in text
 
 
 def test_mlflow_run_has_params_epochs_model_and_champion(project):

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT
 
 from aivsreal.tracking import git_commit, project_root, resolve_tracking_uri
 
@@ -11,7 +12,14 @@ def test_project_root_sees_through_dvc_temp_experiment_copy(tmp_path):
     temp_copy = tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12" / "sub"
     temp_copy.mkdir(parents=True)
     assert project_root(temp_copy) == (tmp_path / "proj").resolve()
+
+
+def test_project_root_is_the_nearest_folder_with_dvc_yaml_else_the_installed_project(tmp_path):
+    (tmp_path / "proj" / "photos" / "2024").mkdir(parents=True)
+    (tmp_path / "proj" / "dvc.yaml").write_text("stages: {}\n")
     assert project_root(tmp_path / "proj") == (tmp_path / "proj").resolve()
+    assert project_root(tmp_path / "proj" / "photos" / "2024") == (tmp_path / "proj").resolve()
+    assert project_root(tmp_path / "elsewhere") == PROJECT  # outside any project: the one installed from
 
 
 def test_relative_sqlite_uri_is_made_absolute_against_the_project(tmp_path, monkeypatch):

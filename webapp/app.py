@@ -16,7 +16,7 @@ from aivsreal.images import BadImageError
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.predict import DEFAULT_MODEL
 from aivsreal.predictor import Predictor, load_predictor
-from aivsreal.tracking import configure_tracking, model_card
+from aivsreal.tracking import configure_tracking, model_card, require_store
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CONFIDENT = 0.8  # balloons only for a confident "real"
@@ -30,7 +30,7 @@ def cached_predictor(source: str) -> Predictor:
 
 @st.cache_data(ttl=60, show_spinner=False)
 def cached_card(source: str) -> dict:
-    configure_tracking()
+    require_store(configure_tracking())  # reading the card must not create a store
     return model_card(source)
 
 

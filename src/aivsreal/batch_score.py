@@ -128,10 +128,12 @@ def download_model(model_uri: str, folder: Path) -> Path:
     import mlflow
     from mlflow.models import Model
 
-    from aivsreal.tracking import configure_tracking
+    from aivsreal.tracking import configure_tracking, require_store
 
     store = configure_tracking()
     try:
+        if model_uri.startswith(("models:/", "runs:/")):
+            require_store(store)  # never create an empty store just to look a model up in it
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder)))
         Model.load(str(local))
     except Exception as error:

@@ -7,9 +7,7 @@ the served model, the CLI and the web app all use them.
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, softmax
-from sklearn.metrics import roc_curve
 
 MAX_TEMPERATURE = 20.0  # softer than this is as good as "no idea"; the search needs an upper end
 
@@ -18,6 +16,8 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray, min_temperature: fl
     """The T in [min_temperature, 20] minimising the negative log-likelihood of softmax(logits / T)
     (Guo et al., 2017). On a perfectly separated split the likelihood keeps rising as T falls, so
     without a sensible lower bound the fit sharpens every answer to 0 or 1."""
+
+    from scipy.optimize import minimize_scalar  # here, not at the top: the CLI's start-up only needs softmax
 
     def nll(log_t: float) -> float:
         log_probs = log_softmax(logits / np.exp(log_t), axis=1)
@@ -61,6 +61,8 @@ def choose_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: str)
         return float(value)
     if is_positive.all() or not is_positive.any():
         raise ValueError("choosing a threshold needs scores of both classes")
+    from sklearn.metrics import roc_curve  # here, not at the top: the CLI's start-up only needs softmax
+
     fpr, tpr, thresholds = roc_curve(is_positive, p_positive)
     thresholds = np.minimum(thresholds, 1.0)  # sklearn's first threshold is +inf
     if name == "youden":

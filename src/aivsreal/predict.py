@@ -1,37 +1,64 @@
-"""Command-line predictor: label and class probabilities for image files.
+"""Command-line predictor: label and class probabilities for image files and folders.
 
 python -m aivsreal.predict face1.jpg face2.png                      # models:/ai-vs-real@champion
+python -m aivsreal.predict photos/                                   # every image below the folder
 python -m aivsreal.predict --model models/model face.jpg            # the train stage's output folder
-python -m aivsreal.predict --model models:/ai-vs-real/3 --json *.png
+python -m aivsreal.predict --model models:/ai-vs-real/3 --json *.png    # one JSON object per line
+python -m aivsreal.predict --csv photos/ > scores.csv
 
-Each answer carries `warnings` when the image lies outside what the model was validated on
-(re-compressed JPEG on a model that fails on them, smaller than any validation image); images
-too small to judge are skipped with the reason. A demo model (trained on the built-in sample)
-says so once on stderr.
+The registered model is looked up in MLFLOW_TRACKING_URI, else in the project this is run from
+(the nearest folder above holding dvc.yaml), else in the project the package was installed from;
+a missing store is an error, never created. Each answer carries `warnings` when the image lies
+outside what the model was validated on (re-compressed JPEG on a model that fails on them,
+smaller than any validation image); files that cannot be judged (not an image, too small) are
+skipped with the reason on stderr and the exit status is 1. A demo model (trained on the built-in
+sample) says so once on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
-
-from aivsreal.images import BadImageError
+from pathlib import Path
 
 DEFAULT_MODEL = "models:/ai-vs-real@champion"
+PROGRESS_FROM = 20  # files: fewer finish before a progress bar would help
+
+
+def expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Files as given, folders as every image file below them: (to score, [(path, reason) skipped])."""
+    from aivsreal.images import IMAGE_SUFFIXES, list_image_files
+
+    files, skipped = [], []
+    for given in paths:
+        path = Path(given)
+        if not path.is_dir():
+            files.append(given)
+            continue
+        found, passed_over = list_image_files(path)
+        files += [str(p) for p in sorted(found) if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [(str(p), reason) for p, reason in passed_over]
+        if not found:
+            skipped.append((given, "folder holds no image files"))
+    return files, skipped
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m aivsreal.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, ...)")
+    parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, ...) or folders of them")
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"MLflow model URI or saved model folder (default: {DEFAULT_MODEL})"
     )
-    parser.add_argument("--json", action="store_true", help="print one JSON object per line")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print one JSON object per line")
+    output.add_argument("--csv", action="store_true", help="print CSV: path, label, p_<class>..., warnings")
     args = parser.parse_args(argv)
 
+    from aivsreal.images import BadImageError
     from aivsreal.predictor import load_predictor  # after --help: importing torch takes a moment
 
     try:
@@ -47,22 +74,34 @@ def main(argv: list[str] | None = None) -> int:
         from aivsreal.input_range import DEMO_NOTICE
 
         print(f"note: this is a {DEMO_NOTICE}", file=sys.stderr)
-    failures = 0
-    for path in args.images:
+    files, skipped = expand(args.images)
+    for path, reason in skipped:
+        print(f"{path}: skipped: {reason}", file=sys.stderr)
+    failures = len(skipped)
+    writer = None
+    if args.csv:
+        fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings"]
+        writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+    from tqdm import tqdm
+
+    for path in tqdm(files, desc="scoring", unit="img", file=sys.stderr, disable=len(files) < PROGRESS_FROM or None):
         try:
             image = predictor.load(path)
         except BadImageError as error:
             failures += 1
-            print(f"{path}: skipped: {error}", file=sys.stderr)
+            tqdm.write(f"{path}: skipped: {error}", file=sys.stderr)
             continue
         record = predictor.predict_records([image])[0]
         if args.json:
-            print(json.dumps({"path": path, **record}))
+            print(json.dumps({"path": path, **record}), flush=True)
+        elif writer is not None:
+            writer.writerow({"path": path, **record, "warnings": "; ".join(record["warnings"])})
         else:
             probabilities = "  ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("p_"))
-            print(f"{path}: {record['label']}  ({probabilities})")
+            tqdm.write(f"{path}: {record['label']}  ({probabilities})", file=sys.stdout)
             for warning in record["warnings"]:
-                print(f"    warning: {warning}")
+                tqdm.write(f"    warning: {warning}", file=sys.stdout)
     return 1 if failures else 0
 
 

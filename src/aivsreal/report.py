@@ -66,13 +66,21 @@ def to_markdown(blocks: list[Block], report_dir: Path) -> str:
     return "\n".join(lines)
 
 
+def inline_html(text: str) -> str:
+    """Escaped text with Markdown code spans (`like this`) as <code>, as the Markdown report shows them."""
+    parts = html.escape(text).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: show it as written
+        return html.escape(text)
+    return "".join(f"<code>{part}</code>" if i % 2 else part for i, part in enumerate(parts))
+
+
 def to_html(blocks: list[Block], title: str) -> str:
     body: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
             body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
-            body.append(f"<p>{html.escape(block.text)}</p>")
+            body.append(f"<p>{inline_html(block.text)}</p>")
         elif isinstance(block, Table):
             head = "".join(f"<th>{html.escape(h)}</th>" for h in block.header)
             rows = "".join(
@@ -86,13 +94,14 @@ def to_html(blocks: list[Block], title: str) -> str:
                 f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
             )
         elif isinstance(block, Alert):
-            body.append(f'<div class="warning"><strong>Warning:</strong> {html.escape(block.text)}</div>')
+            body.append(f'<div class="warning"><strong>Warning:</strong> {inline_html(block.text)}</div>')
     style = (
         "body{font-family:system-ui,sans-serif;max-width:60em;margin:2em auto;padding:0 1em;color:#222}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .7em;text-align:right}"
         "th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
         "figure{display:inline-block;margin:.5em 1em .5em 0}img{max-width:100%}figcaption{color:#666;font-size:.9em}"
         ".warning{border-left:6px solid #e0a800;background:#fff8e1;padding:.8em 1em;margin:1em 0}"
+        "code{background:#f3f3f3;padding:0 .25em;border-radius:3px}"
     )
     return (
         f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'

@@ -53,8 +53,24 @@ def decode_image_field(value: object, row: int) -> bytes:
         raise bad_request(f"row {row}: `{INPUT_COLUMN}` is not valid base64") from None
 
 
+class BadRequest(MlflowException):
+    """A 400 whose message stays what the model said. MLflow's scoring server (3.17) rewrites the
+    message of any MlflowException raised in `predict` to "Failed to predict data '<the whole input
+    frame>'. Error: ...": the client would read a DataFrame dump before the problem. The first
+    message set is kept; later rewrites are ignored."""
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    @message.setter
+    def message(self, value: str) -> None:
+        if not hasattr(self, "_message"):
+            self._message = value
+
+
 def bad_request(message: str) -> MlflowException:
-    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+    return BadRequest(message, error_code=INVALID_PARAMETER_VALUE)
 
 
 class AiVsRealModel(mlflow.pyfunc.PythonModel):

@@ -28,13 +28,32 @@ CHAMPION = "champion"
 
 
 def project_root(start: Path | None = None) -> Path:
-    """The user's project folder, seen through a DVC experiment's temporary copy if needed."""
+    """The user's project folder: seen through a DVC experiment's temporary copy if needed, else the
+    nearest folder at or above `start` (the working directory) holding dvc.yaml, else the project
+    this package was installed from (`pip install -e .`), else `start` itself. So the CLI, the app
+    and batch scoring find the project's store from any folder."""
     here = (start or Path.cwd()).resolve()
     parts = here.parts
     for i in range(len(parts) - 2):
         if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
-    return here
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file():
+            return folder
+    installed_from = Path(__file__).resolve().parents[2]
+    return installed_from if (installed_from / "dvc.yaml").is_file() else here
+
+
+def require_store(uri: str) -> None:
+    """Reading a model must not create a store: a local sqlite store that does not exist is an error
+    that says where it was looked for (MLflow would create an empty one and then find nothing)."""
+    if uri.startswith("sqlite:///"):
+        path = Path(uri[len("sqlite:///") :])  # sqlite:////abs/path or sqlite:///relative/to/cwd
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no MLflow store at {path}: train and register a model with `make pipeline` in the project "
+                "folder, run this from inside the project, or set MLFLOW_TRACKING_URI"
+            )
 
 
 def resolve_tracking_uri(configured: str = DEFAULT_TRACKING_URI, root: Path | None = None) -> str:
@@ -161,6 +180,16 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
         registered_model_name=registered_model,
         pip_requirements=_pip_requirements(),
     )
+
+
+def saved_model_folder(mlflow_model_dir: Path) -> Path:
+    """The saved-model folder (config.json + weights.pt) inside a downloaded MLflow model: where its
+    MLmodel file says the pyfunc's `config` artifact is (artifacts/ as logged by log_pyfunc_model)."""
+    import yaml
+
+    flavors = yaml.safe_load((Path(mlflow_model_dir) / "MLmodel").read_text()).get("flavors", {})
+    config = flavors.get("python_function", {}).get("artifacts", {}).get("config", {})
+    return (Path(mlflow_model_dir) / config.get("path", "artifacts/config.json")).parent
 
 
 def _pip_requirements() -> list[str]:

@@ -1,0 +1,56 @@
+"""What `make pipeline` and `make facebench` print last: the few numbers that matter, in a short table
+(at most 100 columns), and where to look next. `dvc metrics show` has every metric."""
+
+import argparse
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+from aivsreal.evaluation import promotion_gate
+from aivsreal.input_range import DEMO_NOTICE
+from aivsreal.params import Params
+from pipeline.paths import METRICS, REPORTS, RUN_INFO, is_sample_data
+
+WIDTH = 100
+
+
+def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict) -> list[str]:
+    name, version = run_info["registered_model"], run_info["model_version"]
+    status = "@champion" if tested["promoted"] else "not promoted (below the gate)"
+    rows = [
+        ("model", f"{name} version {version}, {status}"),
+        ("data", data_dir + ("  (demo: built-in sample faces)" if is_sample_data(data_dir) else "")),
+        ("test accuracy", f"{tested['accuracy']:.3f}  (test images as stored, {tested['n_images']} images)"),
+        ("ROC AUC", f"{tested['roc_auc']:.3f}"),
+        ("wild accuracy", f"{tested['wild_accuracy']:.3f}  (JPEG, WebP, half size, social; both classes alike)"),
+        ("equal error rate", f"{tested['eer']:.3f}"),
+        (
+            "gate",
+            ", ".join(f"{key.removeprefix('min_').replace('_', ' ')} >= {value:g}" for key, value in gate.items()),
+        ),
+        ("report", f"{REPORTS / 'report.html'}  (and report.md)"),
+        ("next", "make ui (MLflow runs)  make serve  make app  dvc metrics show"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    lines = [f"{label:<{width}}  {value}"[:WIDTH] for label, value in rows]
+    if is_sample_data(data_dir):
+        lines += textwrap.wrap(f"note: this is a {DEMO_NOTICE}", WIDTH)
+    rule = "-" * min(WIDTH, max(len(line) for line in lines))
+    return [rule, *lines, rule]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    params = Params.load(parser.parse_args(argv).params)
+    try:
+        tested = json.loads((METRICS / "evaluate.json").read_text())
+        run_info = json.loads(Path(RUN_INFO).read_text())
+    except FileNotFoundError as error:
+        sys.exit(f"summary: {error.filename} not found: run `dvc repro` (or `make pipeline`) first")
+    print("\n".join(summary_lines(tested, run_info, params.data.dir, promotion_gate(params.evaluate))))
+
+
+if __name__ == "__main__":
+    main()
