@@ -54,7 +54,8 @@ serve-guarded: setup  ## the same model and API through MLflow's app behind a re
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 	  python -m aivsreal.serve -m "$(MODEL)" -H 127.0.0.1 -p $(PORT)
 
-ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the local tracking store
+ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the local tracking store (prints the training-runs link)
+	@echo "training runs: $$(python -m aivsreal.tracking ui-url --port 5000)"
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db -h 127.0.0.1 -p 5000
 
 app: setup  ## Streamlit web app on http://127.0.0.1:8501

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     metrics = result.metrics
     gate = promotion_gate(params.evaluate)
     promoted = passes_gate(metrics, gate)
-    metrics |= {"promoted": promoted, "model_version": run_info["model_version"]}
+    metrics["promoted"] = promoted  # the version number lives in MLflow and models/mlflow_run.json, not in git
 
     METRICS.mkdir(exist_ok=True)
     (METRICS / "evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")

@@ -23,6 +23,10 @@ from mlflow import MlflowClient
 log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+# MLflow 3's UI opens an experiment on its GenAI overview (traces) unless told it holds model training:
+# the experiment tag and the UI's `workflowType` query parameter (both read by the 3.17 UI).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+UI_WORKFLOW = "workflowType=machine_learning"
 ARTIFACTS_DIR = "mlartifacts"
 CHAMPION = "champion"
 
@@ -104,11 +108,42 @@ def experiment_id(name: str, root: Path | None = None) -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
+        if not EXPERIMENT_KIND.items() <= experiment.tags.items():  # a store made before the tag existed
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         location = ((root or project_root()) / ARTIFACTS_DIR).resolve().as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+
+
+def ui_url(base: str, experiment: str) -> str:
+    """Where the MLflow UI shows the experiment's training runs (not the GenAI overview); the
+    experiments list when the store has no such experiment yet. Reads the store, never creates one."""
+    try:
+        require_store(mlflow.get_tracking_uri())
+        found = MlflowClient().get_experiment_by_name(experiment)
+    except Exception:  # no store or no server: the list page still opens in the training view
+        found = None
+    page = f"experiments/{found.experiment_id}/runs" if found is not None else "experiments"
+    return f"{base.rstrip('/')}/#/{page}?{UI_WORKFLOW}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m aivsreal.tracking ui-url --port 5000`: the link `make ui` prints."""
+    import argparse
+
+    from aivsreal.params import Params
+
+    parser = argparse.ArgumentParser(prog="python -m aivsreal.tracking", description=main.__doc__)
+    parser.add_argument("command", choices=["ui-url"])
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--params", default="params.yaml")
+    args = parser.parse_args(argv)
+    params = Params.load(project_root() / args.params)
+    configure_tracking(params.mlflow.tracking_uri)
+    print(ui_url(f"http://127.0.0.1:{args.port}", params.mlflow.experiment))
 
 
 def process_tags() -> dict[str, str]:
@@ -253,3 +288,7 @@ def model_card(model_uri: str) -> dict:
             "test_metrics": {k[len("test_") :]: v for k, v in sorted(metrics.items()) if k.startswith("test_")},
         }
     return card
+
+
+if __name__ == "__main__":
+    main()
