@@ -23,7 +23,7 @@ from aivsreal.model import WeightsUnavailableError, save_model
 from aivsreal.serving import encode_image, signature
 from aivsreal.training import calibrate, read_manifest, train
 from pipeline import stage
-from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO, is_sample_data
+from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO, dvc_outputs, is_sample_data
 
 log = logging.getLogger("pipeline.train")
 
@@ -132,7 +132,8 @@ def run_stage(params, context: distributed.Context) -> None:
 def _train_and_register(params, context, root: Path, train_rows, val_rows):
     """Inside the MLflow run: train, calibrate, save, log and register the model."""
     mlflow.log_params(params.flat())
-    mlflow.set_tags({"git_commit": tracking.git_commit(root), "data_hash": data_hash(), "stage": "train",
+    commit = tracking.git_commit(root, ignore=dvc_outputs(root))  # dvc repro deletes outputs: not "dirty"
+    mlflow.set_tags({"git_commit": commit, "data_hash": data_hash(), "stage": "train",
                      "processes": str(context.world_size), "device": str(context.device),
                      **tracking.process_tags()})  # fmt: skip
     try:

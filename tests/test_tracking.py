@@ -58,3 +58,24 @@ def test_git_commit_marks_uncommitted_changes(tmp_path, dirty):
         Path(tmp_path / "a.txt").write_text("two")
     commit = git_commit(tmp_path)
     assert len(commit.split("-")[0]) == 40 and commit.endswith("-dirty") == dirty
+
+
+def test_outputs_that_dvc_repro_deletes_do_not_make_the_commit_dirty(tmp_path):
+    """`dvc repro` deletes a stage's git-tracked outputs (metrics/train.json) before running it: a run
+    from an unmodified clone must still be tagged with the plain commit."""
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "train.json").write_text("{}")
+    (tmp_path / "train.py").write_text("print(1)")
+    git("add", ".")
+    git("-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-qm", "first")
+    (tmp_path / "metrics" / "train.json").unlink()
+    assert not git_commit(tmp_path, ignore=["metrics/train.json", "dvc.lock"]).endswith("-dirty")
+    assert git_commit(tmp_path).endswith("-dirty")
+    (tmp_path / "train.py").write_text("print(2)")  # a code change still counts
+    assert git_commit(tmp_path, ignore=["metrics/train.json"]).endswith("-dirty")

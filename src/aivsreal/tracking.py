@@ -184,16 +184,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def git_commit(root: Path | None = None) -> str:
-    """HEAD's commit, with `-dirty` when tracked files differ from it; `unknown` outside git."""
+def git_commit(root: Path | None = None, ignore: list[str] | tuple[str, ...] = ()) -> str:
+    """HEAD's commit, with `-dirty` when tracked files differ from it; `unknown` outside git.
+
+    `ignore`: paths whose changes do not count, e.g. the pipeline's own outputs, which `dvc repro`
+    deletes before re-running their stage (a fresh clone's run was tagged -dirty for that alone).
+    """
     cwd = root or Path.cwd()
+    excluded = [f":(exclude){path}" for path in ignore]
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True
-        ).stdout.strip()
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+            cwd=cwd, capture_output=True, text=True,
+        ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
