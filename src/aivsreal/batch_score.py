@@ -148,12 +148,10 @@ def download_model(model_uri: str, folder: Path) -> Path:
 def model_config(model_dir: Path) -> ModelConfig | None:
     """The saved config the model decodes images under (pixel limit, smallest side), so the check
     here refuses exactly what the model's own `load` would; None for a model without one."""
-    from mlflow.models import Model
+    from aivsreal.model import CONFIG_FILE, ModelConfig
+    from aivsreal.tracking import saved_model_folder
 
-    from aivsreal.model import ModelConfig
-
-    artifacts = Model.load(str(model_dir)).flavors.get("python_function", {}).get("artifacts", {})
-    config_path = model_dir / artifacts.get("config", {}).get("path", "artifacts/config.json")
+    config_path = saved_model_folder(model_dir) / CONFIG_FILE
     if not config_path.is_file():
         return None
     return ModelConfig(**json.loads(config_path.read_text()))

@@ -287,22 +287,23 @@ def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: Cal
     predictor = Predictor(result.model, config)
     images = [predictor.load(row["path"]) for row in val_rows]
     targets = np.array([config.class_names.index(row["label"]) for row in val_rows])
-    copies = {"none": (images, predictor.predict_logits(images))}
+    copies = {("none", 0): (images, predictor.predict_logits(images))}  # (kind, value) -> (images, logits)
     for number, condition in enumerate(wild_levels()):
         rng = random.Random(f"calibration-{number}")  # the same copies on every run
         degraded = [condition.apply(image, rng) for image in images]
-        copies[f"{condition.kind} {condition.value:g}"] = (degraded, predictor.predict_logits(degraded))
-    logits = copies["none"][1]
+        copies[(condition.kind, condition.value)] = (degraded, predictor.predict_logits(degraded))
+    logits = copies[("none", 0)][1]
     fit_on = [c[1] for c in copies.values()] if settings.perturbed else [logits]
     temperature = 1.0
     if settings.temperature:
         temperature = fit_temperature(np.concatenate(fit_on), np.tile(targets, len(fit_on)), settings.min_temperature)
-    p_positive = probabilities(logits, temperature)[:, 0]
+    calibrated = {key: probabilities(copy_logits, temperature) for key, (_, copy_logits) in copies.items()}
+    p_positive = calibrated[("none", 0)][:, 0]
     is_positive = targets == 0
     config.temperature = temperature
     config.threshold = choose_threshold(p_positive, is_positive, settings.threshold_rule)
-    config.validated = validated_range(copies, targets, temperature, config)
-    pooled = np.concatenate([probabilities(c[1], temperature)[:, 0] for c in copies.values()])
+    config.validated = validated_range(predictor, copies, calibrated, targets)
+    pooled = np.concatenate([p[:, 0] for p in calibrated.values()])
     return {
         "temperature": temperature,
         "threshold": config.threshold,
@@ -312,14 +313,14 @@ def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: Cal
     }
 
 
-def validated_range(copies: dict, targets: np.ndarray, temperature: float, config: ModelConfig) -> dict:
+def validated_range(predictor: Predictor, copies: dict, calibrated: dict, targets: np.ndarray) -> dict:
     """{"min_side": smallest side among the validation images and copies, "accuracy": {kind: the
-    lowest accuracy over that kind's conditions}} at the chosen threshold (input_range.py reads it)."""
+    lowest accuracy over that kind's conditions}}, labelled as the predictor labels (threshold set
+    first); input_range.py reads it."""
+    truth = [predictor.class_names[target] for target in targets]
     accuracy: dict[str, float] = {}
-    for name, (_, logits) in copies.items():
-        p = probabilities(logits, temperature)
-        predicted = np.where(p[:, 0] >= config.threshold, 0, 1) if p.shape[1] == 2 else p.argmax(axis=1)
-        kind = name.split(" ")[0]
-        accuracy[kind] = min(accuracy.get(kind, 1.0), float((predicted == targets).mean()))
+    for (kind, _), p in calibrated.items():
+        correct = float(np.mean([label == actual for label, actual in zip(predictor.labels(p), truth)]))
+        accuracy[kind] = min(accuracy.get(kind, 1.0), correct)
     smallest = min(min(image.size) for images, _ in copies.values() for image in images)
     return {"min_side": int(smallest), "accuracy": accuracy}
