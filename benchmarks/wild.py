@@ -60,17 +60,12 @@ def run_fold(
     positive = predictor.class_names[0]
     is_positive = np.array([row["label"] == positive for row in test])
 
-    if record is not None:
-        record.update(threshold=result.config.threshold, is_positive=is_positive, p_positive=[])
-
-    def predict_positive(batch):
-        p_positive = predictor.predict_proba(batch)[:, 0]
-        if record is not None:
-            record["p_positive"].append(p_positive)
-        return p_positive
-
     levels = [level("none", 0)] + wild_levels()
-    rows = run_sweep(predict_positive, images, is_positive, result.config.threshold, levels, seed)
+    rows, scores = run_sweep(
+        lambda batch: predictor.predict_proba(batch)[:, 0], images, is_positive, result.config.threshold, levels, seed
+    )
+    if record is not None:
+        record.update(threshold=result.config.threshold, is_positive=is_positive, p_positive=scores)
     return rows, minutes
 
 

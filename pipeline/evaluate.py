@@ -13,7 +13,7 @@ from aivsreal.images import BadImageError
 from aivsreal.predictor import Predictor
 from aivsreal.training import read_manifest
 from pipeline import stage
-from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS
+from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, metric_files
 
 log = logging.getLogger("pipeline.evaluate")
 
@@ -33,17 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     metrics = result.metrics
     gate = promotion_gate(params.evaluate)
     promoted = passes_gate(metrics, gate)
-    metrics["promoted"] = promoted  # the version number lives in MLflow and models/mlflow_run.json, not in git
+    metrics["promoted"] = promoted  # the version number lives in MLflow, not in git
 
-    METRICS.mkdir(exist_ok=True)
-    (METRICS / "evaluate.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    robustness = {}
-    for row in result.robustness:
-        robustness.setdefault(row["kind"], {})[f"{row['level']:g}"] = {
-            "accuracy": row["accuracy"],
-            "roc_auc": row["roc_auc"],
-        }
-    (METRICS / "robustness.json").write_text(json.dumps(robustness, indent=2) + "\n")
+    for name, content in metric_files(metrics, result.robustness).items():
+        stage.write_json(METRICS / name, content)
 
     PLOTS.mkdir(exist_ok=True)
     predictions = result.predictions

@@ -6,13 +6,13 @@ import shutil
 
 import mlflow
 
-from aivsreal import plots
-from aivsreal.evaluation import confident_mistakes
+from aivsreal import plots, tracking
+from aivsreal.evaluation import confident_mistakes, describe_gate, promotion_gate
 from aivsreal.images import BadImageError, load_image
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from pipeline import stage
-from pipeline.paths import METRICS, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_data
+from pipeline.paths import METRICS, MODEL_DIR, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_data, read_metrics
 
 log = logging.getLogger("pipeline.report")
 
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     run_info = stage.training_run(params, "report")
     split = json.loads(SPLIT_SUMMARY.read_text())
     trained = json.loads((METRICS / "train.json").read_text())
-    tested = json.loads((METRICS / "evaluate.json").read_text())
+    tested = read_metrics()
     history = [{k: float(v) for k, v in row.items()} for row in stage.read_csv(PLOTS / "train_history.csv")]
     robustness = stage.read_csv(PLOTS / "robustness.csv")
     p_key = f"p_{params.data.class_names[0]}"
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     mistakes = confident_mistakes(predictions, params.data.class_names[0], params.evaluate.gallery_size)
     plots.save(plots.gallery_figure(_gallery(mistakes, params.data.class_names[0])), figures / "mistakes.png")
 
-    blocks = build_blocks(params, split, trained, tested, run_info, figures) + field_blocks(
+    blocks = build_blocks(params, split, trained, tested, figures) + field_blocks(
         params, tested, robustness, mistakes, figures
     )
     (REPORTS / "report.md").write_text(to_markdown(blocks, REPORTS))
@@ -167,7 +167,7 @@ def field_blocks(params, tested, robustness, mistakes, figures):
     return blocks  # fmt: skip
 
 
-def build_blocks(params, split, trained, tested, run_info, figures):
+def build_blocks(params, split, trained, tested, figures):
     class_names = params.data.class_names
     counts = split["counts"]
     seed = params.report.seed_accuracy
@@ -178,11 +178,11 @@ def build_blocks(params, split, trained, tested, run_info, figures):
         Heading(params.report.title, 1),
         *demo,
         Paragraph(
-            f"Model {run_info['registered_model']} version {run_info['model_version']} "
-            f"(MLflow run {run_info['run_id']}). Pretrained weights used: {trained['pretrained_used']}. "
+            f"Model {params.mlflow.registered_model}, weights digest `{tracking.model_digest(MODEL_DIR)[:16]}` "
+            f"(the training run's MLflow tag `{tracking.MODEL_DIGEST_TAG}`; its version number and run: "
+            f"`python -m pipeline.summary` or `make ui`). Pretrained weights used: {trained['pretrained_used']}. "
             f"Promoted to @champion: {'yes' if tested['promoted'] else 'no'} "
-            f"(gate: accuracy >= {params.evaluate.min_accuracy}, ROC AUC >= {params.evaluate.min_roc_auc}, "
-            f"wild accuracy >= {params.evaluate.min_wild_accuracy})."
+            f"(gate: {describe_gate(promotion_gate(params.evaluate))})."
         ),
         Heading("Data"),
         Paragraph(f"Images from {split['data_dir']}, split {params.split.train}/{params.split.val}/{params.split.test}"

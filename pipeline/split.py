@@ -1,6 +1,5 @@
 """Stage `split`: check every image under data.dir and write train/val/test manifests."""
 
-import json
 import logging
 import sys
 from dataclasses import asdict
@@ -28,9 +27,8 @@ def main(argv: list[str] | None = None) -> None:
         write_manifest(MANIFESTS[name], rows)
     counts = split_counts(splits, rejected)
     summary = {"data_dir": params.data.dir, "counts": counts, "rejected": [asdict(r) for r in rejected]}
-    SPLIT_SUMMARY.write_text(json.dumps(summary, indent=2) + "\n")
-    METRICS.mkdir(exist_ok=True)
-    (METRICS / "split.json").write_text(json.dumps(counts, indent=2) + "\n")
+    stage.write_json(SPLIT_SUMMARY, summary)
+    stage.write_json(METRICS / "split.json", counts)
     for name in MANIFESTS:
         log.info("%-5s %s", name, counts[name])
     for r in rejected:

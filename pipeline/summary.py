@@ -1,16 +1,16 @@
 """What `make pipeline` and `make facebench` print last: the few numbers that matter, in a short table
-(at most 100 columns), and where to look next. `dvc metrics show` has every metric."""
+(at most 100 columns), and where to look next. `dvc metrics show` has the headline, metrics/*.json the rest."""
 
 import argparse
 import json
 import sys
 import textwrap
-from pathlib import Path
 
-from aivsreal.evaluation import promotion_gate
+from aivsreal import tracking
+from aivsreal.evaluation import describe_gate, promotion_gate
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.params import Params
-from pipeline.paths import METRICS, REPORTS, RUN_INFO, is_sample_data
+from pipeline.paths import METRICS, MODEL_DIR, REPORTS, is_sample_data
 
 WIDTH = 100
 
@@ -25,10 +25,7 @@ def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict) -> li
         ("ROC AUC", f"{tested['roc_auc']:.3f}"),
         ("wild accuracy", f"{tested['wild_accuracy']:.3f}  (JPEG, WebP, half size, social; both classes alike)"),
         ("equal error rate", f"{tested['eer']:.3f}"),
-        (
-            "gate",
-            ", ".join(f"{key.removeprefix('min_').replace('_', ' ')} >= {value:g}" for key, value in gate.items()),
-        ),
+        ("gate", describe_gate(gate)),
         ("report", f"{REPORTS / 'report.html'}  (and report.md)"),
         ("next", "make ui (MLflow runs)  make serve  make app  dvc metrics show"),
     ]
@@ -46,9 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     params = Params.load(parser.parse_args(argv).params)
     try:
         tested = json.loads((METRICS / "evaluate.json").read_text())
-        run_info = json.loads(Path(RUN_INFO).read_text())
+        tracking.require_store(tracking.configure_tracking(params.mlflow.tracking_uri))
+        run_info = tracking.training_run(MODEL_DIR, params.mlflow.experiment, params.mlflow.registered_model)
     except FileNotFoundError as error:
-        sys.exit(f"summary: {error.filename} not found: run `dvc repro` (or `make pipeline`) first")
+        sys.exit(f"summary: {error.filename or error}: run `dvc repro` (or `make pipeline`) first")
+    except RuntimeError as error:
+        sys.exit(f"summary: {error}")
     print("\n".join(summary_lines(tested, run_info, params.data.dir, promotion_gate(params.evaluate))))
 
 

@@ -8,7 +8,6 @@ from scratch.
 """
 
 import hashlib
-import json
 import logging
 import signal
 import sys
@@ -23,7 +22,7 @@ from aivsreal.model import WeightsUnavailableError, save_model
 from aivsreal.serving import encode_image, signature
 from aivsreal.training import calibrate, read_manifest, train
 from pipeline import stage
-from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, RUN_INFO, dvc_outputs, is_sample_data
+from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, dvc_outputs, is_sample_data
 
 log = logging.getLogger("pipeline.train")
 
@@ -90,38 +89,23 @@ def run_stage(params, context: distributed.Context) -> None:
             raise
         version = str(info.registered_model_version)
 
-    METRICS.mkdir(exist_ok=True)
-    (METRICS / "train.json").write_text(
-        json.dumps(
-            {
-                "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "stopped_early": result.stopped_early,
-                "best_val_loss": best["val_loss"],
-                "best_val_accuracy": best["val_accuracy"],
-                "train_accuracy_at_best": best["train_accuracy"],
-                "pretrained_used": result.config.pretrained_used,
-                **calibrated,
-            },
-            indent=2,
-        )
-        + "\n"
+    stage.write_json(
+        METRICS / "train.json",
+        {
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "best_val_loss": best["val_loss"],
+            "best_val_accuracy": best["val_accuracy"],
+            "train_accuracy_at_best": best["train_accuracy"],
+            "pretrained_used": result.config.pretrained_used,
+            **calibrated,
+        },
     )
     PLOTS.mkdir(exist_ok=True)
     # Timings stay in MLflow (per-epoch metric `seconds`): git-tracked outputs hold only what a rerun reproduces.
     stage.write_csv(
         PLOTS / "train_history.csv", [{k: v for k, v in row.items() if k != "seconds"} for row in result.history]
-    )
-    tracking.write_run_info(
-        RUN_INFO,
-        {
-            "run_id": run.info.run_id,
-            "experiment_id": experiment_id,
-            "registered_model": params.mlflow.registered_model,
-            "model_version": version,
-            "model_uri": f"models:/{params.mlflow.registered_model}/{version}",
-            "logged_model_uri": info.model_uri,
-        },
     )
     log.info(
         "run %s: best epoch %d, val accuracy %.3f; registered %s version %s",
@@ -158,11 +142,28 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     if result.config.demo:
         log.warning(DEMO_NOTICE)
     save_model(result.model, result.config, MODEL_DIR)
+    # evaluate and report find this run by the weights' digest: no run id or version in a git-tracked output
+    _warn_if_registered_before(params)
+    mlflow.set_tag(tracking.MODEL_DIGEST_TAG, tracking.model_digest(MODEL_DIR))
     example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
     info = tracking.log_pyfunc_model(
         MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model
     )
     return info, result, best, calibrated
+
+
+def _warn_if_registered_before(params) -> None:
+    """Identical weights (same data, params and seed) leave the evaluate stage's inputs unchanged, so
+    `dvc repro` will not evaluate or promote the version about to be registered: say so and how."""
+    try:
+        earlier = tracking.training_run(MODEL_DIR, params.mlflow.experiment, params.mlflow.registered_model)
+    except RuntimeError:
+        return
+    log.warning(
+        "these weights are identical to %s version %s (run %s): `dvc repro` will not evaluate the new version "
+        "again (the metrics cannot change); `dvc repro --force-downstream` evaluates and promotes it",
+        earlier["registered_model"], earlier["model_version"], earlier["run_id"],
+    )  # fmt: skip
 
 
 def _log_epoch(row: dict) -> None:

@@ -67,3 +67,14 @@ def tiny_project(repo: Path) -> dict:
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "tiny params"], repo, env)
     return env
+
+
+def training_run(repo: Path, uri: str) -> dict:
+    """The run that trained `repo`'s models/model and the version it registered, as the stages find it."""
+    import mlflow
+
+    from aivsreal import tracking
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return tracking.training_run(repo / "models" / "model", "ai-vs-real", "ai-vs-real")

@@ -7,7 +7,7 @@ import pytest
 from conftest import PROJECT
 from helpers_images import random_image
 
-from aivsreal.evaluation import confident_mistakes, evaluate, passes_gate, promotion_gate
+from aivsreal.evaluation import confident_mistakes, describe_gate, evaluate, passes_gate, promotion_gate
 from aivsreal.metrics import operating_points
 from aivsreal.params import Params
 from aivsreal.predictor import Predictor
@@ -117,3 +117,5 @@ def test_promotion_gate_needs_every_minimum_wild_accuracy_included():
     assert passes_gate(good, gate)
     assert not passes_gate(good | {"wild_accuracy": 0.79}, gate)  # perfect as stored, collapses when re-saved
     assert not passes_gate(good | {"accuracy": 0.5}, gate)
+    words = describe_gate(gate)  # what the report and the summary print
+    assert words.endswith("wild accuracy >= 0.8") and f"ROC AUC >= {settings.min_roc_auc:g}" in words

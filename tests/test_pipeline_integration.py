@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import free_port, png_bytes, running_server
-from helpers_project import STAGES, run, set_params, stages_run, tiny_project
+from helpers_project import STAGES, run, set_params, stages_run, tiny_project, training_run
 from mlflow import MlflowClient
 
 
@@ -39,21 +39,30 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     trained = json.loads((repo / "metrics/train.json").read_text())
     assert trained["pretrained_used"].startswith("none")  # offline: never pretend ImageNet was loaded
     tested = json.loads((repo / "metrics/evaluate.json").read_text())
-    for key in ("accuracy", "roc_auc", "average_precision"):
+    assert set(tested) == {"accuracy", "roc_auc", "wild_accuracy", "eer", "n_images", "promoted"}  # the headline
+    details = json.loads((repo / "metrics/test_details.json").read_text())
+    calibration = json.loads((repo / "metrics/calibration.json").read_text())
+    for key in ("accuracy", "roc_auc"):
         assert 0.0 <= tested[key] <= 1.0
-    assert {"precision", "recall", "f1", "support"} <= set(tested["ai"]) and tested["promoted"] is True
+    assert 0.0 <= details["average_precision"] <= 1.0
+    assert {"precision", "recall", "f1", "support"} <= set(details["ai"]) and tested["promoted"] is True
     assert (repo / "models/model/weights.pt").is_file() and (repo / "models/model/config.json").is_file()
     for name in ("confusion_matrix.png", "roc.png", "confusion.csv", "roc.csv", "train_history.csv",
                  "reliability.png", "robustness.png", "robustness.csv"):  # fmt: skip
         assert (repo / "plots" / name).stat().st_size > 0
     robustness = json.loads((repo / "metrics/robustness.json").read_text())
-    assert set(robustness) == {"jpeg", "blur", "downscale", "webp", "shrink", "social"}
+    assert set(robustness) == {"jpeg", "blur", "downscale", "webp", "shrink", "social", "wild"}
     assert {"30", "95", "85", "75"} <= set(robustness["jpeg"]) and 0 <= tested["wild_accuracy"] <= 1
-    for key in ("balanced_accuracy", "tpr_at_fpr_1pct", "eer", "ece_uncalibrated", "ece_calibrated"):
-        assert 0 <= tested[key] <= 1, key
-    assert tested["temperature"] == trained["temperature"] and tested["threshold"] == trained["threshold"]
+    assert robustness["wild"]["accuracy"] == tested["wild_accuracy"]
+    assert 0 <= tested["eer"] <= 1 and {"balanced_accuracy", "ai_accuracy"} <= set(details)
+    for key in ("balanced_accuracy", "tpr_at_fpr_1pct"):
+        assert 0 <= details[key] <= 1, key
+    for key in ("ece_uncalibrated", "ece_calibrated", "ece_sweep_pooled"):
+        assert 0 <= calibration[key] <= 1, key
+    assert calibration["temperature"] == trained["temperature"] and calibration["threshold"] == trained["threshold"]
     assert trained["temperature"] >= 1.0  # calibration.min_temperature: a separable split cannot sharpen it
-    assert 0 <= trained["val_ece_wild_pooled"] <= 1 and 0 <= tested["ece_sweep_pooled"] <= 1
+    assert 0 <= trained["val_ece_wild_pooled"] <= 1
+    assert set(json.loads((repo / "metrics/shortcut.json").read_text())) >= {"balanced_accuracy", "warning"}
     config = json.loads((repo / "models/model/config.json").read_text())
     assert config["demo"] is True and config["min_side"] == 32 and config["max_confidence"] == 0.9999
     assert set(config["validated"]["accuracy"]) == {"none", "jpeg", "webp", "shrink", "social"}
@@ -64,8 +73,10 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     for section in ("## Operating points", "## Calibration", "## Robustness", "## Shortcut check", "## Most confident"):
         assert section in report
     assert "data:image/png;base64," in (repo / "reports/report.html").read_text()
-    metrics_show = run(["dvc", "metrics", "show"], repo, project["env"])
-    assert "accuracy" in metrics_show
+    metrics_show = run(["dvc", "metrics", "show"], repo, project["env"]).splitlines()
+    assert "wild_accuracy" in metrics_show[0] and len(metrics_show) == 2  # one row: the headline file
+    assert max(len(line.rstrip()) for line in metrics_show) <= 100
+    assert "jpeg.95.accuracy" in run(["dvc", "metrics", "show", "metrics/robustness.json"], repo, project["env"])
     run(["dvc", "plots", "show", "-o", "plots_html"], repo, project["env"])
     page = (repo / "plots_html" / "index.html").read_text()
     assert page.count("vegaEmbed") == 5 and page.count("<img") == 4  # each plot drawn once, not twice
@@ -76,9 +87,30 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert "reports/report.html" in text and "demo" in text and f"{tested['wild_accuracy']:.3f}" in text
 
 
+def test_a_fresh_clone_reproduces_the_committed_results_to_the_byte(project, tmp_path):
+    """Per-run bookkeeping (run ids, versions, timings) lives in MLflow: after the results are committed,
+    `dvc repro` in a fresh clone rebuilds every stage and leaves git status clean, dvc.lock identical."""
+    repo, env = project["repo"], project["env"]
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "pipeline results"], repo, env)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    clone_env = env | {"PYTHONPATH": str(clone / "src")}
+
+    output = run(["dvc", "repro"], clone, clone_env)
+
+    assert stages_run(output) == list(STAGES)  # no cache in a fresh clone: every stage really ran
+    assert run(["git", "status", "--porcelain"], clone, clone_env) == ""
+    assert (clone / "dvc.lock").read_bytes() == (repo / "dvc.lock").read_bytes()
+    ours, theirs = training_run(repo, project["uri"]), training_run(clone, f"sqlite:///{clone / 'mlflow.db'}")
+    assert ours["run_id"] != theirs["run_id"]  # a new run in the clone's own store, found by the same weights
+    tag = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}").get_run(theirs["run_id"]).data.tags["git_commit"]
+    assert tag == run(["git", "rev-parse", "HEAD"], clone, clone_env).strip()  # not -dirty
+
+
 def test_mlflow_run_has_params_epochs_model_and_champion(project):
     repo = project["repo"]
-    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    info = training_run(repo, project["uri"])
     client = MlflowClient(project["uri"])
     run_ = client.get_run(info["run_id"])
     assert run_.info.status == "FINISHED"
@@ -137,7 +169,7 @@ def test_wild_accuracy_gate_keeps_a_model_below_it_from_champion(project):
     repo, env = project["repo"], project["env"]
     client = MlflowClient(project["uri"])
     wild = json.loads((repo / "metrics/evaluate.json").read_text())["wild_accuracy"]
-    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    info = training_run(repo, project["uri"])
     bar = round(wild + 0.001, 6)
     set_params(repo, {"evaluate": {"min_wild_accuracy": bar}})
     try:
@@ -158,15 +190,16 @@ def test_wild_accuracy_gate_keeps_a_model_below_it_from_champion(project):
 def test_run_cache_restore_creates_no_new_run_or_version(project):
     repo, env = project["repo"], project["env"]
     client = MlflowClient(project["uri"])
-    set_params(repo, {"train": {"epochs": 1}})
+    original = training_run(repo, project["uri"])
+    set_params(repo, {"train": {"seed": 1}})  # other weights
     assert "train" in stages_run(run(["dvc", "repro"], repo, env))
+    assert training_run(repo, project["uri"])["run_id"] != original["run_id"]
     versions = len(client.search_model_versions("name='ai-vs-real'"))
-    set_params(repo, {"train": {"epochs": 2}})  # back to a params set DVC has run before
+    set_params(repo, {"train": {"seed": 0}})  # back to a params set DVC has run before
     output = run(["dvc", "repro"], repo, env)
     assert "train" not in stages_run(output)  # restored from the run cache
     assert len(client.search_model_versions("name='ai-vs-real'")) == versions
-    info = json.loads((repo / "models/mlflow_run.json").read_text())
-    assert client.get_run(info["run_id"]).data.params["train.epochs"] == "2"
+    assert training_run(repo, project["uri"]) == original  # the restored weights find the run that trained them
 
 
 def test_served_champion_answers_images_and_rejects_bad_payloads(project):

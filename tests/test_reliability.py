@@ -102,7 +102,7 @@ def test_interrupted_training_leaves_nothing_finished_and_the_next_repro_trains_
     assert client.get_run(killed).info.status == "KILLED"
     assert client.get_run(killed).data.tags["interrupted"] == "signal"
     assert client.search_model_versions("name='ai-vs-real'") == []  # nothing registered
-    assert not (repo / "models/mlflow_run.json").exists()
+    assert not (repo / "models/model").exists()  # nothing saved for a later stage to pick up
     output = run(["dvc", "repro"], repo, env)
     assert stages_run(output) == ["train", "evaluate", "report"]  # sample and split had finished
     finished = [r for r in client.search_runs([client.get_experiment_by_name("ai-vs-real").experiment_id])

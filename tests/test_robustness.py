@@ -52,12 +52,14 @@ def test_sweep_rows_cover_every_level_and_repeat_exactly_for_a_seed():
         return np.array([np.asarray(im, dtype=float).std() / 80 for im in batch])
 
     levels = sweep_levels([90, 30, 75], [0.0, 2.0], [1.0, 0.5])
-    first = run_sweep(brightness_score, images, is_positive, 0.5, levels, seed=3)
+    first, scores = run_sweep(brightness_score, images, is_positive, 0.5, levels, seed=3)
     assert [(r["kind"], r["level"]) for r in first] == [
         ("jpeg", 95), ("jpeg", 90), ("jpeg", 85), ("jpeg", 75), ("jpeg", 30), ("blur", 0.0), ("blur", 2.0),
         ("downscale", 1.0), ("downscale", 0.5), ("webp", 80), ("shrink", 0.5), ("social", 1),
     ]  # fmt: skip
-    assert first == run_sweep(brightness_score, images, is_positive, 0.5, levels, seed=3)
+    again, scores_again = run_sweep(brightness_score, images, is_positive, 0.5, levels, seed=3)
+    assert first == again and all(np.array_equal(a, b) for a, b in zip(scores, scores_again))
+    assert len(scores) == len(levels) and all(len(level_scores) == 6 for level_scores in scores)
     clean = {(r["kind"], r["level"]): r for r in first}
     assert clean[("blur", 0.0)]["mean_psnr_db"] == math.inf and clean[("blur", 0.0)]["images_changed"] == 0
     assert clean[("blur", 2.0)]["images_changed"] == 6 and clean[("jpeg", 30)]["mean_psnr_db"] < 40
@@ -72,7 +74,7 @@ def test_every_condition_treats_both_classes_alike_and_wild_accuracy_is_their_me
         seen.append([(im.size, im.tobytes()) for im in batch])
         return np.array([0.9, 0.1] * 4) if batch[0].size == (96, 96) else np.array([0.9] * 8)
 
-    rows = run_sweep(record, images, is_positive, 0.5, [level("none", 0)] + wild_levels(), seed=0)
+    rows, _ = run_sweep(record, images, is_positive, 0.5, [level("none", 0)] + wild_levels(), seed=0)
     for (kind, value), batch in zip([("none", 0), *WILD_CONDITIONS], seen):
         rng = random.Random(f"0-{kind}-{value}")  # one draw sequence per condition, blind to the labels
         fresh = [level(kind, value).apply(im, rng) for im in images]

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import free_port, running_server
-from helpers_project import STAGES, run, stages_run, tiny_project
+from helpers_project import STAGES, run, stages_run, tiny_project, training_run
 from mlflow import MlflowClient
 
 MODEL = "models:/ai-vs-real@champion"
@@ -95,7 +95,7 @@ def test_pipeline_logs_runs_and_registry_into_the_postgres_backed_server(team):
     repo, url = team["repo"], team["url"]
     assert stages_run(team["output"]) == list(STAGES)
     assert not (repo / "mlflow.db").exists() and not (repo / "mlartifacts").exists()  # nothing local
-    info = json.loads((repo / "models/mlflow_run.json").read_text())
+    info = training_run(repo, url)
     client = MlflowClient(url)
     run_ = client.get_run(info["run_id"])
     assert run_.info.status == "FINISHED" and run_.data.params["train.epochs"] == "2"

@@ -59,14 +59,11 @@ def evaluate(
     shortcut["warning"] = shortcut["balanced_accuracy"] >= settings.shortcut_warning
     metrics["metadata_shortcut"] = shortcut
 
-    swept: list[np.ndarray] = []
-
-    def predict_positive(degraded):
-        swept.append(predictor.predict_proba(degraded, settings.batch_size)[:, 0])
-        return swept[-1]
-
     levels = sweep_levels(settings.jpeg_qualities, settings.blur_sigmas, settings.downscales)
-    robustness = run_sweep(predict_positive, images, is_positive, config.threshold, levels, settings.sweep_seed)
+    robustness, swept = run_sweep(
+        lambda degraded: predictor.predict_proba(degraded, settings.batch_size)[:, 0],
+        images, is_positive, config.threshold, levels, settings.sweep_seed,
+    )  # fmt: skip
     metrics |= wild_summary(robustness)
     pooled_p, pooled_truth = np.concatenate(swept), np.tile(is_positive, len(swept))
     metrics["ece_sweep_pooled"] = expected_calibration_error(pooled_p, pooled_truth)
@@ -105,6 +102,15 @@ def promotion_gate(settings: EvaluateParams) -> dict[str, float]:
         "min_roc_auc": settings.min_roc_auc,
         "min_wild_accuracy": settings.min_wild_accuracy,
     }
+
+
+def describe_gate(gate: dict[str, float]) -> str:
+    """The gate in words, as the report and the summary print it: `accuracy >= 0.75, ROC AUC >= 0.8, ...`."""
+    names = {"roc_auc": "ROC AUC"}
+    return ", ".join(
+        f"{names.get(key.removeprefix('min_'), key.removeprefix('min_').replace('_', ' '))} >= {minimum:g}"
+        for key, minimum in gate.items()
+    )
 
 
 def passes_gate(metrics: dict, gate: dict[str, float]) -> bool:

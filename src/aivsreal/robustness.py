@@ -79,10 +79,11 @@ def run_sweep(
     threshold: float,
     levels: list[Level],
     seed: int,
-) -> list[dict]:
+) -> tuple[list[dict], list[np.ndarray]]:
     """One row per level: accuracy, ROC AUC and each class's recall on the degraded images, and
-    their mean PSNR (a shrunk image is compared after scaling it back to the original size)."""
-    rows = []
+    their mean PSNR (a shrunk image is compared after scaling it back to the original size);
+    and, per level, the scores `predict_positive` gave (for calibration and ensembles)."""
+    rows, scores = [], []
     for level in levels:
         rng = random.Random(f"{seed}-{level.kind}-{level.value}")
         degraded = [level.apply(image, rng) for image in images]
@@ -92,6 +93,7 @@ def run_sweep(
         if not level.identity and changed == 0:
             raise RuntimeError(f"degradation {level.kind}={level.value} left every image unchanged")
         p_positive = predict_positive(degraded)
+        scores.append(p_positive)
         both = 0 < is_positive.sum() < len(is_positive)
         finite = [q for q in quality if math.isfinite(q)]
         called_positive = p_positive >= threshold
@@ -108,4 +110,4 @@ def run_sweep(
                 "images_changed": changed,
             }
         )
-    return rows
+    return rows, scores

@@ -8,7 +8,7 @@ stage in a temporary copy (`dvc exp run --temp` / `--queue` work in .dvc/tmp/exp
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 import os
 import re
@@ -29,6 +29,7 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 UI_WORKFLOW = "workflowType=machine_learning"
 ARTIFACTS_DIR = "mlartifacts"
 CHAMPION = "champion"
+MODEL_DIGEST_TAG = "model_digest"  # on the training run: tracking.model_digest of its saved model
 
 
 def project_root(start: Path | None = None) -> Path:
@@ -240,24 +241,54 @@ def _pip_requirements() -> list[str]:
     return [f"{name}=={version(name)}" for name in ("torch", "torchvision", "mlflow", "pillow", "pandas", "numpy")]
 
 
-def write_run_info(path: Path, info: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(info, indent=2) + "\n")
+def model_digest(model_dir: Path) -> str:
+    """SHA-256 of a saved-model folder's files (names and bytes): the same weights give the same digest
+    in any clone, so it names a model in git-tracked outputs where a run id or version number would not."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(model_dir).rglob("*") if p.is_file()):
+        digest.update(path.relative_to(model_dir).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
-def read_run_info(path: Path) -> dict:
-    """The train stage's run; fails clearly if the store no longer has it."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: run the train stage first (`dvc repro train`)")
-    info = json.loads(path.read_text())
-    try:
-        MlflowClient().get_run(info["run_id"])
-    except Exception as error:
+def training_run(model_dir: Path, experiment: str, registered_model: str) -> dict:
+    """The newest finished run of `experiment` tagged with `model_dir`'s digest (MODEL_DIGEST_TAG), and
+    the version of `registered_model` it registered; fails clearly when the store has no such run.
+
+    Restored by DVC's run cache, the weights still find the run that trained them."""
+    if not (Path(model_dir) / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} holds no trained model: run the train stage first (`dvc repro train`)")
+    digest = model_digest(model_dir)
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    runs = []
+    if found is not None:
+        runs = client.search_runs(
+            [found.experiment_id],
+            filter_string=f"tags.{MODEL_DIGEST_TAG} = '{digest}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    versions = (
+        client.search_model_versions(f"name = '{registered_model}' and run_id = '{runs[0].info.run_id}'")
+        if runs
+        else []
+    )
+    if not versions:
         raise RuntimeError(
-            f"run {info['run_id']} recorded in {path} is not in the tracking store {mlflow.get_tracking_uri()}: "
-            "the store was moved or MLFLOW_TRACKING_URI changed. Re-train with `dvc repro --force train`."
-        ) from error
-    return info
+            f"no run in the tracking store {mlflow.get_tracking_uri()} (experiment {experiment!r}) trained and "
+            f"registered the model in {model_dir} ({MODEL_DIGEST_TAG} {digest[:12]}): the store was moved, "
+            "MLFLOW_TRACKING_URI changed or the weights came from elsewhere. Re-train and register with "
+            "`dvc repro --force`."
+        )
+    run, version = runs[0], str(max(int(v.version) for v in versions))
+    return {
+        "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,
+        "registered_model": registered_model,
+        "model_version": version,
+        "model_uri": f"models:/{registered_model}/{version}",
+    }
 
 
 def set_alias(registered_model: str, version: str, alias: str = CHAMPION) -> None:
