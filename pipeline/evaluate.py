@@ -8,11 +8,12 @@ import sys
 import mlflow
 
 from aivsreal import plots, tracking
-from aivsreal.evaluation import evaluate, passes_gate, promotion_gate
+from aivsreal.evaluation import Evaluation, evaluate, passes_gate, promotion_gate
 from aivsreal.images import BadImageError
 from aivsreal.predictor import Predictor
 from aivsreal.training import read_manifest
 from pipeline import stage
+from pipeline.mlflow_run import training_run
 from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, metric_files
 
 log = logging.getLogger("pipeline.evaluate")
@@ -20,24 +21,29 @@ log = logging.getLogger("pipeline.evaluate")
 
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
-    run_info = stage.training_run(params, "evaluate")
-
+    run_info = training_run(params, "evaluate")
     predictor = Predictor.from_dir(MODEL_DIR)
-    class_names = predictor.class_names
     try:
         result = evaluate(
             predictor, read_manifest(MANIFESTS["test"]), read_manifest(MANIFESTS["train"]), params.evaluate
         )
     except BadImageError as error:
         sys.exit(f"evaluate: a test image no longer loads ({error}): re-run `dvc repro split`")
-    metrics = result.metrics
     gate = promotion_gate(params.evaluate)
-    promoted = passes_gate(metrics, gate)
-    metrics["promoted"] = promoted  # the version number lives in MLflow, not in git
+    result.metrics["promoted"] = passes_gate(result.metrics, gate)  # the version number lives in MLflow
 
-    for name, content in metric_files(metrics, result.robustness).items():
+    for name, content in metric_files(result.metrics, result.robustness).items():
         stage.write_json(METRICS / name, content)
+    write_plot_tables(result)
+    figures = draw_figures(result, predictor.class_names)
+    log_to_run(run_info, result, figures, predictor.class_names, gate)
+    for name, figure in figures.items():
+        plots.save(figure, PLOTS / name)
+    _log_outcome(result.metrics, run_info, gate)
 
+
+def write_plot_tables(result: Evaluation) -> None:
+    """The CSV files `dvc plots` draws (confusion, ROC, robustness) and every test prediction."""
     PLOTS.mkdir(exist_ok=True)
     predictions = result.predictions
     stage.write_csv(
@@ -46,7 +52,12 @@ def main(argv: list[str] | None = None) -> None:
     stage.write_csv(PLOTS / "roc.csv", [dict(zip(result.roc, values)) for values in zip(*result.roc.values())])
     stage.write_csv(PLOTS / "test_predictions.csv", predictions)
     stage.write_csv(PLOTS / "robustness.csv", result.robustness)
-    figures = {
+
+
+def draw_figures(result: Evaluation, class_names: list[str]) -> dict:
+    """The four PNG figures, by file name: confusion matrix, ROC, reliability, robustness."""
+    metrics = result.metrics
+    return {
         "confusion_matrix.png": plots.confusion_figure(result.confusion, class_names),
         "roc.png": plots.roc_figure(result.roc["fpr"], result.roc["tpr"], metrics["roc_auc"], class_names[0]),
         "reliability.png": plots.reliability_figure(
@@ -59,8 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         "robustness.png": plots.robustness_figure(result.robustness),
     }
 
+
+def log_to_run(run_info: dict, result: Evaluation, figures: dict, class_names: list[str], gate: dict) -> None:
+    """Test metrics, figures and tables into the training run; the @champion alias if the gate passed."""
+    promoted = result.metrics["promoted"]
     with mlflow.start_run(run_id=run_info["run_id"]):
-        mlflow.log_metrics(_flat_test_metrics(metrics, class_names))
+        mlflow.log_metrics(_flat_test_metrics(result.metrics, class_names))
         for name, figure in figures.items():
             mlflow.log_figure(figure, f"evaluation/{name}")
         table = {"actual": [], "predicted": [], "count": []}
@@ -75,13 +90,13 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_gate": json.dumps(gate)})
         if promoted:
             tracking.set_alias(run_info["registered_model"], run_info["model_version"])
-    for name, figure in figures.items():
-        plots.save(figure, PLOTS / name)
 
+
+def _log_outcome(metrics: dict, run_info: dict, gate: dict) -> None:
     log.info(
         "test accuracy %.4f, ROC AUC %.4f, AP %.4f, TPR@5%%FPR %.3f, EER %.3f on %d images",
         metrics["accuracy"], metrics["roc_auc"], metrics["average_precision"], metrics["tpr_at_fpr_5pct"],
-        metrics["eer"], len(predictions),
+        metrics["eer"], metrics["n_images"],
     )  # fmt: skip
     if metrics["metadata_shortcut"]["warning"]:
         log.warning(
@@ -89,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
             "the label through how files are stored", metrics["metadata_shortcut"]["balanced_accuracy"],
             metrics["metadata_shortcut"]["top_feature"],
         )  # fmt: skip
-    if promoted:
+    if metrics["promoted"]:
         log.info("gate %s passed: %s version %s is now @%s", gate, run_info["registered_model"],
                  run_info["model_version"], tracking.CHAMPION)  # fmt: skip
     else:
@@ -100,7 +115,7 @@ def _flat_test_metrics(metrics: dict, class_names: list[str]) -> dict[str, float
     """Every number in the metrics, as `test_<name>` for MLflow."""
     flat = {}
     for key, value in metrics.items():
-        if isinstance(value, bool) or key == "model_version":
+        if isinstance(value, bool):
             continue
         if isinstance(value, int | float):
             flat[f"test_{key}"] = float(value)

@@ -12,6 +12,7 @@ from aivsreal.images import BadImageError, load_image
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from pipeline import stage
+from pipeline.mlflow_run import training_run
 from pipeline.paths import METRICS, MODEL_DIR, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_data, read_metrics
 
 log = logging.getLogger("pipeline.report")
@@ -19,7 +20,7 @@ log = logging.getLogger("pipeline.report")
 
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
-    run_info = stage.training_run(params, "report")
+    run_info = training_run(params, "report")
     split = json.loads(SPLIT_SUMMARY.read_text())
     trained = json.loads((METRICS / "train.json").read_text())
     tested = read_metrics()
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     plots.save(plots.training_curves_figure(history, trained["best_epoch"]), figures / "training_curves.png")
     for name in ("confusion_matrix.png", "roc.png", "reliability.png", "robustness.png"):
         shutil.copyfile(PLOTS / name, figures / name)
-    mistakes = confident_mistakes(predictions, params.data.class_names[0], params.evaluate.gallery_size)
+    mistakes = confident_mistakes(predictions, params.data.class_names, params.evaluate.gallery_size)
     plots.save(plots.gallery_figure(_gallery(mistakes, params.data.class_names[0])), figures / "mistakes.png")
 
     blocks = build_blocks(params, split, trained, tested, figures) + field_blocks(
@@ -79,8 +80,7 @@ def field_blocks(params, tested, robustness, mistakes, figures):
             ["metric", "value"],
             [
                 ["balanced accuracy", tested["balanced_accuracy"]],
-                [f"{positive}-class accuracy", tested["ai_accuracy"]],
-                ["real-class accuracy", tested["real_accuracy"]],
+                *[[f"{name}-class accuracy", tested[f"{name}_accuracy"]] for name in params.data.class_names],
                 ["TPR at 10 % FPR", tested["tpr_at_fpr_10pct"]],
                 ["TPR at 5 % FPR", tested["tpr_at_fpr_5pct"]],
                 ["TPR at 1 % FPR", tested["tpr_at_fpr_1pct"]],

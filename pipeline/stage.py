@@ -1,15 +1,13 @@
-"""What every stage entry point does first: parse --params, set up logging, load params."""
+"""What every stage entry point does first (parse --params, set up logging, load params), and how stages
+write their tables and JSON."""
 
 import argparse
 import csv
 import json
-import sys
 from pathlib import Path
 
-from aivsreal import tracking
 from aivsreal.logs import setup_logging
 from aivsreal.params import Params
-from pipeline.paths import MODEL_DIR
 
 
 def start(description: str, argv: list[str] | None = None) -> Params:
@@ -18,16 +16,6 @@ def start(description: str, argv: list[str] | None = None) -> Params:
     args = parser.parse_args(argv)
     setup_logging()
     return Params.load(args.params)
-
-
-def training_run(params: Params, stage: str) -> dict:
-    """The MLflow run that trained models/model (found by its digest, so no run id sits in a git-tracked
-    file) and the version it registered; exits with a clear message if the store does not have it."""
-    tracking.configure_tracking(params.mlflow.tracking_uri)
-    try:
-        return tracking.training_run(MODEL_DIR, params.mlflow.experiment, params.mlflow.registered_model)
-    except (FileNotFoundError, RuntimeError) as error:
-        sys.exit(f"{stage}: {error}")
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:

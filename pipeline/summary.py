@@ -6,11 +6,11 @@ import json
 import sys
 import textwrap
 
-from aivsreal import tracking
 from aivsreal.evaluation import describe_gate, promotion_gate
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.params import Params
-from pipeline.paths import METRICS, MODEL_DIR, REPORTS, is_sample_data
+from pipeline.mlflow_run import training_run
+from pipeline.paths import METRICS, REPORTS, is_sample_data
 
 WIDTH = 100
 
@@ -43,12 +43,9 @@ def main(argv: list[str] | None = None) -> None:
     params = Params.load(parser.parse_args(argv).params)
     try:
         tested = json.loads((METRICS / "evaluate.json").read_text())
-        tracking.require_store(tracking.configure_tracking(params.mlflow.tracking_uri))
-        run_info = tracking.training_run(MODEL_DIR, params.mlflow.experiment, params.mlflow.registered_model)
     except FileNotFoundError as error:
-        sys.exit(f"summary: {error.filename or error}: run `dvc repro` (or `make pipeline`) first")
-    except RuntimeError as error:
-        sys.exit(f"summary: {error}")
+        sys.exit(f"summary: {error.filename} not found: run `dvc repro` (or `make pipeline`) first")
+    run_info = training_run(params, "summary")
     print("\n".join(summary_lines(tested, run_info, params.data.dir, promotion_gate(params.evaluate))))
 
 

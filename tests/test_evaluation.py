@@ -18,7 +18,7 @@ from aivsreal.shortcut import metadata_classifier_scores
 def test_operating_points_on_hand_made_scores():
     is_ai = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype=bool)
     p_ai = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.2, 0.1])
-    points = operating_points(is_ai, p_ai, p_ai >= 0.5)
+    points = operating_points(is_ai, p_ai, p_ai >= 0.5, ["ai", "real"])
     assert points["ai_accuracy"] == 0.75 and points["real_accuracy"] == 0.75 and points["balanced_accuracy"] == 0.75
     # No real score reaches 0.7, so at 0 % false positives 3 of 4 AI images are caught.
     assert points["tpr_at_fpr_1pct"] == points["tpr_at_fpr_5pct"] == points["tpr_at_fpr_10pct"] == 0.75
@@ -27,7 +27,7 @@ def test_operating_points_on_hand_made_scores():
 
 def test_perfect_scores_have_zero_equal_error_rate():
     is_ai = np.array([True, False, True, False])
-    points = operating_points(is_ai, np.array([0.9, 0.1, 0.8, 0.2]), is_ai)
+    points = operating_points(is_ai, np.array([0.9, 0.1, 0.8, 0.2]), is_ai, ["ai", "real"])
     assert points["eer"] == 0 and points["tpr_at_fpr_1pct"] == 1
 
 
@@ -68,9 +68,9 @@ def test_confident_mistakes_are_ordered_by_confidence():
         {"path": "a2", "actual": "ai", "predicted": "real", "p_ai": 0.05},
         {"path": "ok", "actual": "ai", "predicted": "ai", "p_ai": 0.99},
     ]
-    mistakes = confident_mistakes(predictions, "ai", limit=1)
-    assert [p["path"] for p in mistakes["real called AI"]] == ["r2"]
-    assert [p["path"] for p in mistakes["AI called real"]] == ["a2"]
+    mistakes = confident_mistakes(predictions, ["ai", "real"], limit=1)
+    assert [p["path"] for p in mistakes["real called ai"]] == ["r2"]
+    assert [p["path"] for p in mistakes["ai called real"]] == ["a2"]
 
 
 def test_alert_is_a_visible_warning_in_both_report_formats(tmp_path):

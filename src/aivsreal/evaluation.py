@@ -45,7 +45,9 @@ def evaluate(
     predicted = predictor.labels(calibrated)
 
     metrics = classification_metrics(truth, predicted, p_positive, class_names)
-    metrics |= operating_points(is_positive, p_positive, np.array([label == positive for label in predicted]))
+    metrics |= operating_points(
+        is_positive, p_positive, np.array([label == positive for label in predicted]), class_names
+    )
     metrics |= {
         "threshold": config.threshold,
         "temperature": config.temperature,
@@ -84,14 +86,16 @@ def evaluate(
     )
 
 
-def confident_mistakes(predictions: list[dict], positive: str, limit: int) -> dict[str, list[dict]]:
-    """The most confident errors of each kind: real called AI (highest p), AI called real (lowest p)."""
+def confident_mistakes(predictions: list[dict], class_names: list[str], limit: int) -> dict[str, list[dict]]:
+    """The most confident errors of each kind, titled from the class names (positive first): false
+    alarms ("real called ai", highest p) and misses ("ai called real", lowest p)."""
+    positive, negative = class_names[:2]
     key = f"p_{positive}"
     false_alarms = [p for p in predictions if p["actual"] != positive and p["predicted"] == positive]
     misses = [p for p in predictions if p["actual"] == positive and p["predicted"] != positive]
     return {
-        "real called AI": sorted(false_alarms, key=lambda p: -p[key])[:limit],
-        "AI called real": sorted(misses, key=lambda p: p[key])[:limit],
+        f"{negative} called {positive}": sorted(false_alarms, key=lambda p: -p[key])[:limit],
+        f"{positive} called {negative}": sorted(misses, key=lambda p: p[key])[:limit],
     }
 
 

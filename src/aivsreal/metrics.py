@@ -50,8 +50,11 @@ def roc_points(true_labels: list[str], p_positive: np.ndarray, positive: str) ->
     return {"fpr": fpr, "tpr": tpr, "threshold": np.minimum(thresholds, 1.0)}
 
 
-def operating_points(is_positive: np.ndarray, p_positive: np.ndarray, predicted_positive: np.ndarray) -> dict:
-    """What the detection literature reports beyond accuracy (positive class = AI).
+def operating_points(
+    is_positive: np.ndarray, p_positive: np.ndarray, predicted_positive: np.ndarray, class_names: list[str]
+) -> dict:
+    """What the detection literature reports beyond accuracy (positive class = class_names[0], AI);
+    each class's accuracy is keyed `<class>_accuracy`.
 
     TPR at a fixed FPR: the share of AI images caught while at most that share of real photos
     is wrongly flagged; EER: the rate where misses and false alarms are equal.
@@ -61,8 +64,8 @@ def operating_points(is_positive: np.ndarray, p_positive: np.ndarray, predicted_
     fpr, tpr, _ = roc_curve(is_positive, p_positive, drop_intermediate=False)  # every threshold: exact EER
     points = {
         "balanced_accuracy": float(balanced_accuracy_score(is_positive, predicted_positive)),
-        "ai_accuracy": float(predicted_positive[is_positive].mean()),
-        "real_accuracy": float((~predicted_positive[~is_positive]).mean()),
+        f"{class_names[0]}_accuracy": float(predicted_positive[is_positive].mean()),
+        f"{class_names[1]}_accuracy": float((~predicted_positive[~is_positive]).mean()),
     }
     for target in (0.10, 0.05, 0.01):
         # The ROC is a step function: the best TPR reachable without exceeding the FPR budget.
