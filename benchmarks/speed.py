@@ -37,8 +37,7 @@ def timed(step, repeats: int) -> float:
 
 
 def model_of(params: Params) -> torch.nn.Module:
-    m = params.model
-    return build_model(2, m.hidden, m.dropout, "none", input_filter=m.input_filter, residual_clip=m.residual_clip)[0]
+    return build_model(ModelConfig.from_params(params))[0]
 
 
 def training_throughput(rows, params: Params, batches: int) -> tuple[float, float]:

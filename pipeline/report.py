@@ -10,6 +10,7 @@ from aivsreal import plots, tracking
 from aivsreal.evaluation import confident_mistakes, describe_gate, promotion_gate
 from aivsreal.images import BadImageError, load_image
 from aivsreal.input_range import DEMO_NOTICE
+from aivsreal.model import INPUT_FILTERS
 from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from pipeline import stage
 from pipeline.mlflow_run import training_run
@@ -199,7 +200,7 @@ def build_blocks(params, split, trained, tested, figures):
             f"{params.train.lr:g}, {params.train.lr_schedule} schedule), batch {params.train.batch_size}, "
             f"{params.train.image_size} px training crops, "
             f"{params.train.eval_size or params.train.image_size} px at inference, input "
-            f"{'noise residual' if params.model.input_filter == 'residual' else 'RGB'}. Best epoch "
+            f"{INPUT_FILTERS[params.model.input_filter].description}. Best epoch "
             f"{trained['best_epoch']} of {trained['epochs_run']} (validation loss {trained['best_val_loss']:.4f}, "
             f"validation accuracy {trained['best_val_accuracy']:.4f})."
         ),

@@ -45,10 +45,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
     seed_everything(0)
     folder = tmp_path_factory.mktemp("tiny_model")
-    model, used = build_model(2, hidden=8, dropout=0.0, pretrained="none")
-    config = ModelConfig(
-        class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32, pretrained_used=used
-    )
+    config = ModelConfig(class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32)
+    model, config.pretrained_used = build_model(config)
     save_model(model, config, folder)
     return folder
 
@@ -137,12 +135,12 @@ def lossless_only_model_dir(tmp_path_factory) -> Path:
 
     seed_everything(0)
     folder = tmp_path_factory.mktemp("lossless_only_model")
-    model, used = build_model(2, hidden=8, dropout=0.0, pretrained="none")
     validated = {"min_side": 48, "accuracy": {"none": 1.0, "jpeg": 0.5, "webp": 0.97, "shrink": 0.6, "social": 0.5}}
     config = ModelConfig(
-        class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32, pretrained_used=used,
+        class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32,
         min_side=32, validated=validated, max_confidence=0.9999,
     )  # fmt: skip
+    model, config.pretrained_used = build_model(config)
     save_model(model, config, folder)
     return folder
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from torchvision.models import resnet18
 
 from aivsreal.model import (
     CONFIG_FILE,
+    INPUT_FILTERS,
     WEIGHTS_FILE,
     ModelConfig,
     ResidualFilter,
@@ -24,14 +26,19 @@ from aivsreal.model import (
     save_model,
     set_trainable,
 )
+from aivsreal.params import InputFilterName
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, normalise_batch
 
 IMAGENET_CACHED = (Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth").exists()
 needs_offline = pytest.mark.skipif(IMAGENET_CACHED, reason="ImageNet weights are in the torch cache")
 
 
+def tiny_config(n_classes: int = 2, hidden: int = 8, dropout: float = 0.0, **fields) -> ModelConfig:
+    return ModelConfig([f"class{i}" for i in range(n_classes)], hidden, dropout, image_size=32, resize=32, **fields)
+
+
 def test_head_is_linear_relu_dropout_linear_without_softmax():
-    model, used = build_model(2, hidden=16, dropout=0.25, pretrained="none")
+    model, used = build_model(tiny_config(hidden=16, dropout=0.25), pretrained="none")
     assert used == "none"
     head = list(model.fc)
     assert [type(layer) for layer in head] == [nn.Linear, nn.ReLU, nn.Dropout, nn.Linear]
@@ -42,7 +49,7 @@ def test_head_is_linear_relu_dropout_linear_without_softmax():
 
 
 def test_model_outputs_raw_logits():
-    model, _ = build_model(2, hidden=8, dropout=0.0, pretrained="none")
+    model, _ = build_model(tiny_config())
     with torch.no_grad():
         model.fc[3].weight.zero_()
         model.fc[3].bias.copy_(torch.tensor([-5.0, 3.0]))
@@ -56,7 +63,7 @@ def test_model_outputs_raw_logits():
 
 @pytest.mark.parametrize("n_classes", [2, 3])
 def test_number_of_outputs_follows_the_classes(n_classes):
-    model, _ = build_model(n_classes, hidden=8, dropout=0.0)
+    model, _ = build_model(tiny_config(n_classes))
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 3, 32, 32)).shape == (1, n_classes)
 
@@ -64,13 +71,13 @@ def test_number_of_outputs_follows_the_classes(n_classes):
 @needs_offline
 def test_imagenet_weights_offline_raise_with_advice():
     with pytest.raises(WeightsUnavailableError, match="model.pretrained"):
-        build_model(2, hidden=8, dropout=0.0, pretrained="imagenet")
+        build_model(tiny_config(), pretrained="imagenet")
 
 
 @needs_offline
 def test_auto_weights_offline_fall_back_to_none_loudly(caplog):
     with caplog.at_level(logging.WARNING, logger="aivsreal.model"):
-        _, used = build_model(2, hidden=8, dropout=0.0, pretrained="auto")
+        _, used = build_model(tiny_config(), pretrained="auto")
     assert used == "none (imagenet unavailable)"
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "aivsreal.model"]
     assert warnings and "FROM SCRATCH" in warnings[0].getMessage()
@@ -87,7 +94,7 @@ def resnet_weights_file(tmp_path) -> tuple[Path, dict]:
 
 def test_local_weights_file_loads_into_the_backbone(resnet_weights_file):
     path, state = resnet_weights_file
-    model, used = build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+    model, used = build_model(tiny_config(), pretrained=str(path))
     assert used == f"file:{path}"
     loaded = model.state_dict()
     backbone_keys = [k for k in state if not k.startswith("fc.")]
@@ -99,7 +106,7 @@ def test_local_weights_file_wrapped_in_state_dict_key_loads(tmp_path, resnet_wei
     _, state = resnet_weights_file
     path = tmp_path / "checkpoint.pth"
     torch.save({"state_dict": state}, path)
-    model, used = build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+    model, used = build_model(tiny_config(), pretrained=str(path))
     assert used == f"file:{path}"
     assert torch.equal(model.state_dict()["conv1.weight"], state["conv1.weight"])
 
@@ -107,21 +114,21 @@ def test_local_weights_file_wrapped_in_state_dict_key_loads(tmp_path, resnet_wei
 def test_missing_weights_path_raises_naming_it(tmp_path):
     path = tmp_path / "nope.pth"
     with pytest.raises(WeightsUnavailableError, match="nope.pth"):
-        build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+        build_model(tiny_config(), pretrained=str(path))
 
 
 def test_weights_of_another_network_raise(tmp_path):
     path = tmp_path / "linear.pth"
     torch.save(nn.Linear(3, 2).state_dict(), path)
     with pytest.raises(WeightsUnavailableError, match="does not fit ResNet18"):
-        build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+        build_model(tiny_config(), pretrained=str(path))
 
 
 def test_corrupt_weights_file_raises_weights_unavailable(tmp_path):
     path = tmp_path / "corrupt.pth"
     path.write_bytes(b"this is not a torch file")
     with pytest.raises(WeightsUnavailableError):
-        build_model(2, hidden=8, dropout=0.0, pretrained=str(path))
+        build_model(tiny_config(), pretrained=str(path))
 
 
 @pytest.mark.parametrize(
@@ -129,7 +136,7 @@ def test_corrupt_weights_file_raises_weights_unavailable(tmp_path):
     [("head", ("fc.",)), ("layer4", ("fc.", "layer4.")), ("all", None)],
 )
 def test_set_trainable_freezes_what_finetune_says(finetune, trainable_prefixes):
-    model, _ = build_model(2, hidden=8, dropout=0.0)
+    model, _ = build_model(tiny_config())
     returned = set_trainable(model, finetune)
     for name, parameter in model.named_parameters():
         expected = trainable_prefixes is None or name.startswith(trainable_prefixes)
@@ -138,7 +145,7 @@ def test_set_trainable_freezes_what_finetune_says(finetune, trainable_prefixes):
 
 
 def test_set_trainable_can_unfreeze_again():
-    model, _ = build_model(2, hidden=8, dropout=0.0)
+    model, _ = build_model(tiny_config())
     set_trainable(model, "head")
     set_trainable(model, "all")
     assert all(p.requires_grad for p in model.parameters())
@@ -146,8 +153,8 @@ def test_set_trainable_can_unfreeze_again():
 
 def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
-    model, _ = build_model(2, hidden=8, dropout=0.5)
     config = ModelConfig(["ai", "real"], hidden=8, dropout=0.5, image_size=32, resize=32, threshold=0.3)
+    model, _ = build_model(config)
     save_model(model, config, tmp_path / "saved")
 
     loaded, loaded_config = load_saved_model(tmp_path / "saved")
@@ -201,9 +208,9 @@ def test_residual_filter_removes_content_and_keeps_fine_noise():
 
 def test_residual_model_saves_and_loads_with_its_filter(tmp_path):
     torch.manual_seed(0)
-    model, _ = build_model(2, hidden=8, dropout=0.0, input_filter="residual", residual_clip=2.0)
-    assert isinstance(model.conv1.residual, ResidualFilter)
     config = ModelConfig(["ai", "real"], 8, 0.0, image_size=32, resize=0, input_filter="residual", residual_clip=2.0)
+    model, _ = build_model(config)
+    assert isinstance(model.conv1.residual, ResidualFilter)
     save_model(model, config, tmp_path / "saved")
     state = torch.load(tmp_path / "saved" / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     assert "conv1.conv.weight" in state and not any("kernel" in key for key in state)  # the filter is fixed, not saved
@@ -218,14 +225,19 @@ def test_residual_model_saves_and_loads_with_its_filter(tmp_path):
 
 def test_local_weights_load_under_the_residual_filter(resnet_weights_file):
     path, state = resnet_weights_file
-    model, used = build_model(2, hidden=8, dropout=0.0, pretrained=str(path), input_filter="residual")
+    model, used = build_model(tiny_config(input_filter="residual"), pretrained=str(path))
     assert used.startswith("file:")
     torch.testing.assert_close(model.conv1.conv.weight, state["conv1.weight"])
 
 
+def test_the_input_filter_registry_and_params_list_the_same_filters():
+    assert list(INPUT_FILTERS) == list(typing.get_args(InputFilterName))
+    assert all(spec.description for spec in INPUT_FILTERS.values())
+
+
 def test_unknown_input_filter_is_rejected():
     with pytest.raises(ValueError, match="input_filter"):
-        build_model(2, hidden=8, dropout=0.0, input_filter="srm")
+        build_model(tiny_config(input_filter="srm"))
 
 
 def test_batched_normalisation_matches_the_per_image_transform():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,58 @@ def test_bad_params_raise_params_error_naming_the_key(tmp_path, raw_params, muta
     with pytest.raises(ParamsError) as error:
         Params.load(path)
     assert named in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "bad", "allowed"),
+    [
+        ("model", "input_filter", "srm", "none or residual"),
+        ("train", "finetune", "everything", "head, layer4 or all"),
+        ("train", "optimizer", "sgd", "adam or adamw"),
+        ("train", "lr_schedule", "cosine", "constant or onecycle"),
+        ("train", "launcher", "mpirun", "single or torchrun"),
+        ("train", "device", "cuda:1", "auto, cpu or cuda"),
+        ("train", "device", 0, "auto, cpu or cuda"),
+    ],
+)
+def test_a_value_outside_a_literal_names_the_key_the_value_and_the_choices(
+    tmp_path, raw_params, section, key, bad, allowed
+):
+    with pytest.raises(ParamsError) as error:
+        Params.load(write_params(tmp_path, raw_params, _set(section, key, bad)))
+    assert str(error.value) == f"{section}.{key} must be {allowed}, got {bad!r}"
+
+
+def literal_fields() -> dict[str, object]:
+    """`{"train.finetune": Literal[...], ...}`: every field of Params with a closed set of choices."""
+    fields = {}
+    for section, section_type in typing.get_type_hints(Params).items():
+        for key, hint in typing.get_type_hints(section_type).items():
+            if typing.get_origin(hint) is typing.Literal:
+                fields[f"{section}.{key}"] = hint
+    return fields
+
+
+def test_every_literal_field_accepts_each_of_its_choices():
+    params = Params.load(PARAMS_YAML)
+    assert len(literal_fields()) == 6  # input_filter, finetune, optimizer, lr_schedule, launcher, device
+    for dotted, hint in literal_fields().items():
+        for choice in typing.get_args(hint):
+            assert params.with_overrides({dotted: choice}).flat()[dotted] == choice
+
+
+@pytest.mark.parametrize("rule", ["youden", "max_accuracy", "fpr:0.05", "fixed:0.5", "fixed:1"])
+def test_threshold_rules_are_accepted(tmp_path, raw_params, rule):
+    params = Params.load(write_params(tmp_path, raw_params, _set("calibration", "threshold_rule", rule)))
+    assert params.calibration.threshold_rule == rule
+
+
+@pytest.mark.parametrize("rule", ["median", "fpr", "fpr:", "fpr:1.5", "fixed:half"])
+def test_a_bad_threshold_rule_names_the_key_and_the_rules(tmp_path, raw_params, rule):
+    with pytest.raises(ParamsError) as error:
+        Params.load(write_params(tmp_path, raw_params, _set("calibration", "threshold_rule", rule)))
+    assert "calibration.threshold_rule must be youden, max_accuracy, fpr:X or fixed:X" in str(error.value)
+    assert repr(rule) in str(error.value)
 
 
 def test_resize_smaller_than_image_size_is_rejected_with_advice(tmp_path, raw_params):

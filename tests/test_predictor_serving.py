@@ -37,8 +37,8 @@ def assert_same_records(actual: list[dict], expected: list[dict]) -> None:
 def model_dir(tmp_path_factory) -> Path:
     """A tiny untrained model saved the way the train stage saves one."""
     torch.manual_seed(0)
-    model, used = build_model(len(CLASSES), hidden=8, dropout=0.0, pretrained="none")
-    config = ModelConfig(CLASSES, hidden=8, dropout=0.0, image_size=32, resize=32, pretrained_used=used)
+    config = ModelConfig(CLASSES, hidden=8, dropout=0.0, image_size=32, resize=32)
+    model, config.pretrained_used = build_model(config)
     folder = tmp_path_factory.mktemp("model")
     save_model(model, config, folder)
     return folder

@@ -65,12 +65,13 @@ def test_early_stopping_stops_after_patience_epochs_without_improvement(rows):
 
 
 def test_frozen_head_mode_leaves_the_backbone_untouched(rows):
-    from aivsreal.model import build_model
+    from aivsreal.model import ModelConfig, build_model
     from aivsreal.training import seed_everything
 
+    params = tiny_params(finetune="head")
     seed_everything(0)
-    untouched, _ = build_model(2, 8, 0.3, "none")
-    result = train(tiny_params(finetune="head"), *rows)
+    untouched, _ = build_model(ModelConfig.from_params(params))
+    result = train(params, *rows)
     for key, value in untouched.state_dict().items():
         if not key.startswith("fc."):
             assert torch.equal(value, result.model.state_dict()[key]), key  # BatchNorm stats included

@@ -42,8 +42,9 @@ def test_one_image_gets_verdict_probabilities_and_heatmap(monkeypatch, tiny_mode
     p_ai, p_real = (float(bar.proto.value) / 100 for bar in bars)
     assert p_ai + p_real == pytest.approx(1, abs=0.02)
     assert "Grad-CAM" in app.get("image")[0].captions[0]
-    threshold_line = " ".join(m.value for m in app.sidebar.markdown)
-    assert "Decision threshold" in threshold_line and "0.50" in threshold_line
+    card = " ".join(m.value for m in app.sidebar.markdown)
+    assert "Decision threshold" in card and "0.50" in card
+    assert "Input: RGB, 32 px centre crop of 32 px" in card  # INPUT_FILTERS["none"].description
 
 
 def test_heatmap_toggle_off_shows_the_plain_image(monkeypatch, tiny_model_dir):

@@ -14,6 +14,7 @@ import streamlit as st
 from aivsreal.explain import grad_cam, overlay
 from aivsreal.images import BadImageError
 from aivsreal.input_range import DEMO_NOTICE
+from aivsreal.model import INPUT_FILTERS
 from aivsreal.predict import DEFAULT_MODEL
 from aivsreal.predictor import Predictor, load_predictor
 from aivsreal.tracking import configure_tracking, model_card, require_store
@@ -85,9 +86,8 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         lines.append(f"Model: `{source}`")
     lines += [
         f"Pretrained weights: {config.pretrained_used}",
-        f"Input: {config.eval_crop} px centre crop"
-        + (f" of {config.resize} px" if config.resize else "")
-        + (" through the noise-residual filter" if config.input_filter == "residual" else ""),
+        f"Input: {INPUT_FILTERS[config.input_filter].description}, {config.eval_crop} px centre crop"
+        + (f" of {config.resize} px" if config.resize else ""),
         f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
     ]
     if config.demo:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import log_softmax, softmax
 
+from aivsreal.params import describe_threshold_rules
+
 MAX_TEMPERATURE = 20.0  # softer than this is as good as "no idea"; the search needs an upper end
 
 
@@ -74,7 +76,7 @@ def choose_threshold(p_positive: np.ndarray, is_positive: np.ndarray, rule: str)
     if name == "fpr":
         allowed = fpr <= float(value) + 1e-12
         return _with_margin(thresholds[allowed][np.argmax(tpr[allowed])], p_positive)
-    raise ValueError(f"unknown threshold rule {rule!r}: use youden, max_accuracy, fpr:X or fixed:X")
+    raise ValueError(f"unknown threshold rule {rule!r}: use {describe_threshold_rules()}")
 
 
 def _with_margin(threshold: float, scores: np.ndarray) -> float:

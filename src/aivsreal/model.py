@@ -1,4 +1,4 @@
-"""ResNet18 with a small MLP head, the pretrained-weights policy, and the saved model format.
+"""ResNet18 with a small MLP head, its input filters, the pretrained-weights policy, and the saved model format.
 
 A saved model is a folder with `weights.pt` (a state_dict, loaded with weights_only=True)
 and `config.json` (everything needed to rebuild the network and its preprocessing).
@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,14 +24,13 @@ from aivsreal.images import DEFAULT_MAX_PIXELS
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transforms, eval_geometry
 
 if TYPE_CHECKING:
-    from aivsreal.params import Params
+    from aivsreal.params import InputFilterName, Params
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 DOWNLOAD_TIMEOUT_S = 20  # per socket operation while fetching ImageNet weights
-INPUT_FILTERS = ("none", "residual")
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -53,7 +53,7 @@ class ModelConfig:
     max_pixels: int = DEFAULT_MAX_PIXELS
     pretrained_used: str = "none"
     arch: str = "resnet18"
-    input_filter: str = "none"  # "residual": the network sees the clipped high-pass residual (ResidualFilter)
+    input_filter: str = "none"  # a key of INPUT_FILTERS: what the network sees
     residual_clip: float = 3.0  # grey levels at which the residual is clipped
     eval_size: int = 0  # side of the centre crop at inference; 0 = image_size
     tta_hflip: bool = False  # average the logits of the image and its mirror image
@@ -66,13 +66,13 @@ class ModelConfig:
     demo: bool = False  # trained on the built-in sample data: it says nothing about real photos
 
     @classmethod
-    def from_params(cls, params: Params, pretrained_used: str = "none") -> ModelConfig:
+    def from_params(cls, params: Params) -> ModelConfig:
         """What `params.yaml` says about the network and its preprocessing (before calibration)."""
         m, p = params.model, params.train
         return cls(
             class_names=list(params.data.class_names), hidden=m.hidden, dropout=m.dropout,
             image_size=p.image_size, resize=p.resize, max_pixels=params.split.max_pixels,
-            pretrained_used=pretrained_used, input_filter=m.input_filter, residual_clip=m.residual_clip,
+            input_filter=m.input_filter, residual_clip=m.residual_clip,
             eval_size=p.eval_size, tta_hflip=p.tta_hflip, min_side=m.min_side,
             max_confidence=params.calibration.max_confidence,
             warn_accuracy_drop=params.calibration.warn_accuracy_drop,
@@ -117,6 +117,21 @@ class ResidualFilter(nn.Module):
         return residual.clamp(-self.clip, self.clip) / self.clip
 
 
+@dataclass(frozen=True)
+class InputFilter:
+    """One `model.input_filter` choice: what goes in front of ResNet18's first convolution, and its name for people."""
+
+    description: str  # how the report and the web app name the network's input
+    front_end: Callable[[ModelConfig], nn.Module] | None  # None: the image goes straight into conv1
+
+
+# Every model.input_filter choice; params.InputFilterName lists the same names (a test checks).
+INPUT_FILTERS: dict[InputFilterName, InputFilter] = {
+    "none": InputFilter("RGB", None),
+    "residual": InputFilter("noise residual", lambda config: ResidualFilter(list(config.std), config.residual_clip)),
+}
+
+
 def build_head(in_features: int, hidden: int, dropout: float, n_classes: int) -> nn.Sequential:
     """Linear -> ReLU -> Dropout -> Linear: logits, no softmax (CrossEntropyLoss applies it)."""
     return nn.Sequential(
@@ -127,27 +142,20 @@ def build_head(in_features: int, hidden: int, dropout: float, n_classes: int) ->
     )
 
 
-def build_model(
-    n_classes: int,
-    hidden: int,
-    dropout: float,
-    pretrained: str = "none",
-    input_filter: str = "none",
-    residual_clip: float = 3.0,
-    std: list[float] | tuple[float, ...] = IMAGENET_STD,
-) -> tuple[nn.Module, str]:
-    """ResNet18 with our head; returns (model, what weights were really loaded).
+def build_model(config: ModelConfig, pretrained: str = "none") -> tuple[nn.Module, str]:
+    """ResNet18 with our head, shaped by `config`; returns (model, what weights were really loaded).
 
-    `input_filter="residual"` puts a `ResidualFilter` in front of the first convolution
-    (`conv1` becomes `conv1.residual` + `conv1.conv`); pretrained weights still load into the rest.
+    An input filter with a front end puts it in front of the first convolution (`conv1` becomes
+    e.g. `conv1.residual` + `conv1.conv`); pretrained weights still load into the rest.
     """
-    if input_filter not in INPUT_FILTERS:
-        raise ValueError(f"input_filter must be one of {INPUT_FILTERS}, got {input_filter!r}")
+    if config.input_filter not in INPUT_FILTERS:
+        raise ValueError(f"input_filter must be one of {tuple(INPUT_FILTERS)}, got {config.input_filter!r}")
     model = resnet18(weights=None)
     used = load_backbone_weights(model, pretrained)
-    model.fc = build_head(model.fc.in_features, hidden, dropout, n_classes)
-    if input_filter == "residual":
-        model.conv1 = nn.Sequential(OrderedDict(residual=ResidualFilter(list(std), residual_clip), conv=model.conv1))
+    model.fc = build_head(model.fc.in_features, config.hidden, config.dropout, len(config.class_names))
+    front_end = INPUT_FILTERS[config.input_filter].front_end
+    if front_end is not None:
+        model.conv1 = nn.Sequential(OrderedDict([(config.input_filter, front_end(config)), ("conv", model.conv1)]))
     return model, used
 
 
@@ -235,10 +243,7 @@ def load_saved_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
             f"{folder} is not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}): run `dvc repro` to train one"
         )
     config = ModelConfig(**json.loads(config_path.read_text()))
-    model, _ = build_model(
-        len(config.class_names), config.hidden, config.dropout, pretrained="none",
-        input_filter=config.input_filter, residual_clip=config.residual_clip, std=config.std,
-    )  # fmt: skip
+    model, _ = build_model(config)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return model, config

@@ -1,7 +1,9 @@
 """Typed, validated access to params.yaml.
 
 `Params.load("params.yaml")` is the only place the YAML is read. Every section is a
-frozen dataclass; an unknown key, a missing key or a wrong type is an error naming it.
+frozen dataclass; an unknown key, a missing key, a wrong type or a value outside a
+`Literal`'s choices is an error naming it. Each closed set of choices is declared here, once
+(the input filters' modules and descriptions live in aivsreal.model.INPUT_FILTERS, under the same names).
 """
 
 from __future__ import annotations
@@ -13,12 +15,24 @@ import shlex
 import types
 import typing
 from pathlib import Path
+from typing import Literal
 
 import yaml
 
 
 class ParamsError(ValueError):
     """params.yaml does not match what the pipeline expects."""
+
+
+# Declared here, not read from aivsreal.model, so that loading params does not import torch (seconds).
+InputFilterName = Literal["none", "residual"]  # the keys of aivsreal.model.INPUT_FILTERS (a test checks)
+Finetune = Literal["head", "layer4", "all"]
+Optimizer = Literal["adam", "adamw"]
+LrSchedule = Literal["constant", "onecycle"]
+Launcher = Literal["single", "torchrun"]
+Device = Literal["auto", "cpu", "cuda"]
+THRESHOLD_RULES = ("youden", "max_accuracy")  # calibration.threshold_rule: one of these,
+VALUED_THRESHOLD_RULES = ("fpr", "fixed")  # or one of these with ":X", X in [0, 1] (fpr:0.05, fixed:0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +61,8 @@ class SplitParams:
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    pretrained: str
-    input_filter: str
+    pretrained: str  # auto, imagenet, none or a weights file: load_backbone_weights checks it
+    input_filter: InputFilterName
     residual_clip: float
     hidden: int
     dropout: float
@@ -57,8 +71,8 @@ class ModelParams:
 
 @dataclasses.dataclass(frozen=True)
 class TrainParams:
-    finetune: str
-    optimizer: str
+    finetune: Finetune
+    optimizer: Optimizer
     lr: float
     weight_decay: float
     epochs: int
@@ -68,7 +82,7 @@ class TrainParams:
     resize: int
     eval_size: int
     tta_hflip: bool
-    lr_schedule: str
+    lr_schedule: LrSchedule
     train_fraction: float
     class_weights: bool
     hflip: bool
@@ -81,9 +95,9 @@ class TrainParams:
     downscale_min: float
     num_workers: int
     seed: int
-    launcher: str
+    launcher: Launcher
     nproc: int
-    device: str
+    device: Device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +107,7 @@ class CalibrationParams:
     min_temperature: float
     max_confidence: float
     warn_accuracy_drop: float
-    threshold_rule: str
+    threshold_rule: str  # open form (fpr:X, fixed:X): checked by validate()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,10 +166,6 @@ class Params:
             raise ParamsError(f"split.train/val/test must be positive and sum to 1, got {fractions}")
         if len(set(self.data.class_names)) != len(self.data.class_names) or len(self.data.class_names) < 2:
             raise ParamsError(f"data.class_names needs two or more distinct names, got {self.data.class_names}")
-        if self.train.finetune not in ("head", "layer4", "all"):
-            raise ParamsError(f"train.finetune must be head, layer4 or all, got {self.train.finetune!r}")
-        if self.train.optimizer not in ("adam", "adamw"):
-            raise ParamsError(f"train.optimizer must be adam or adamw, got {self.train.optimizer!r}")
         if not 0 < self.train.train_fraction <= 1:
             raise ParamsError(f"train.train_fraction must be in (0, 1], got {self.train.train_fraction}")
         if self.train.resize and self.train.resize < self.train.image_size:
@@ -163,10 +173,9 @@ class Params:
                 f"train.resize ({self.train.resize}) is smaller than train.image_size "
                 f"({self.train.image_size}): set resize >= image_size, or 0 to crop without resizing"
             )
-        rule, _, value = self.calibration.threshold_rule.partition(":")
-        if rule not in ("youden", "max_accuracy", "fpr", "fixed") or (rule in ("fpr", "fixed") and not _is_unit(value)):
+        if not _is_threshold_rule(self.calibration.threshold_rule):
             raise ParamsError(
-                f"calibration.threshold_rule must be youden, max_accuracy, fpr:X or fixed:X with X in [0, 1], "
+                f"calibration.threshold_rule must be {describe_threshold_rules()} with X in [0, 1], "
                 f"got {self.calibration.threshold_rule!r}"
             )
         for key in ("blur_prob", "jpeg_prob", "downscale_prob"):
@@ -176,21 +185,13 @@ class Params:
             raise ParamsError(f"train.downscale_min must be in (0, 1], got {self.train.downscale_min}")
         if not 1 <= self.train.jpeg_quality_min <= 100:
             raise ParamsError(f"train.jpeg_quality_min must be in [1, 100], got {self.train.jpeg_quality_min}")
-        if self.model.input_filter not in ("none", "residual"):
-            raise ParamsError(f"model.input_filter must be none or residual, got {self.model.input_filter!r}")
         if self.model.residual_clip <= 0:
             raise ParamsError(f"model.residual_clip must be positive, got {self.model.residual_clip}")
-        if self.train.launcher not in ("single", "torchrun"):
-            raise ParamsError(f"train.launcher must be single or torchrun, got {self.train.launcher!r}")
-        if self.train.device not in ("auto", "cpu", "cuda"):
-            raise ParamsError(f"train.device must be auto, cpu or cuda, got {self.train.device!r}")
         if self.train.launcher == "torchrun" and (self.train.nproc < 1 or self.train.batch_size % self.train.nproc):
             raise ParamsError(
                 f"train.nproc ({self.train.nproc}) must be >= 1 and divide train.batch_size ({self.train.batch_size}): "
                 "each process takes batch_size / nproc images per step"
             )
-        if self.train.lr_schedule not in ("constant", "onecycle"):
-            raise ParamsError(f"train.lr_schedule must be constant or onecycle, got {self.train.lr_schedule!r}")
         if self.train.eval_size and self.train.eval_size < self.train.image_size:
             raise ParamsError(
                 f"train.eval_size ({self.train.eval_size}) is smaller than train.image_size "
@@ -256,6 +257,11 @@ def _check(hint: object, value: object, key: str) -> object:
         if not isinstance(value, list):
             raise ParamsError(f"{key} must be a list, got {value!r}")
         return [_check(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if not any(value == choice and type(value) is type(choice) for choice in choices):
+            raise ParamsError(f"{key} must be {_one_of(choices)}, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         raise ParamsError(f"{key}: union types are not supported")  # pragma: no cover - schema bug
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
@@ -265,11 +271,30 @@ def _check(hint: object, value: object, key: str) -> object:
     return value
 
 
+def _is_threshold_rule(rule: str) -> bool:
+    """Named (before any ":") in THRESHOLD_RULES, or in VALUED_THRESHOLD_RULES and followed by ":X", X in [0, 1]."""
+    name, _, value = rule.partition(":")
+    if name in VALUED_THRESHOLD_RULES:
+        return _is_unit(value)
+    return name in THRESHOLD_RULES
+
+
+def describe_threshold_rules() -> str:
+    """`youden, max_accuracy, fpr:X or fixed:X`, for error messages."""
+    return _one_of(THRESHOLD_RULES + tuple(f"{name}:X" for name in VALUED_THRESHOLD_RULES))
+
+
 def _is_unit(text: str) -> bool:
     try:
         return 0 <= float(text) <= 1
     except ValueError:
         return False
+
+
+def _one_of(choices: tuple) -> str:
+    """`a, b or c`."""
+    *first, last = [str(choice) for choice in choices]
+    return f"{', '.join(first)} or {last}" if first else last
 
 
 def _join(where: str, name: str) -> str:

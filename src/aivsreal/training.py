@@ -120,11 +120,9 @@ def train(
     p, class_names = params.train, params.data.class_names
     context = context or Context(device=pick_device(p.device))
     seed_everything(p.seed)
-    m = params.model
-    model, weights_used = build_model(
-        len(class_names), m.hidden, m.dropout, m.pretrained, input_filter=m.input_filter, residual_clip=m.residual_clip
-    )
-    config = ModelConfig.from_params(params, pretrained_used=weights_used)
+    config = ModelConfig.from_params(params)
+    model, weights_used = build_model(config, params.model.pretrained)
+    config.pretrained_used = weights_used
     trainable = set_trainable(model, p.finetune)
     optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
     optimizer = optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)
