@@ -19,12 +19,12 @@ applied to the same logits:
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from aivsreal.calibration import clip_confidence, expected_calibration_error, fit_temperature, probabilities
+from aivsreal.manifests import read_manifest
 from aivsreal.params import Params
 from aivsreal.predictor import Predictor
 from aivsreal.robustness import level, run_sweep, sweep_levels, wild_levels
@@ -56,7 +56,7 @@ def main() -> None:
     params = Params.load(args.params)
     settings, evaluate = params.calibration, params.evaluate
     predictor = Predictor.from_dir(args.model)
-    val_rows, test_rows = (list(csv.DictReader(path.open())) for path in (args.val, args.test))
+    val_rows, test_rows = read_manifest(args.val), read_manifest(args.test)
 
     val_logits, val_positive = logits_per_level(predictor, val_rows, [level("none", 0)] + wild_levels(), 0)
     sweep = sweep_levels(evaluate.jpeg_qualities, evaluate.blur_sigmas, evaluate.downscales)

@@ -3,7 +3,7 @@
     python benchmarks/ddp.py                 # sample data manifests (after `make pipeline`), 3 epochs
     python benchmarks/ddp.py --epochs 5 --preset params/facebench.yaml   # any manifests/preset
 
-Both runs go through `python -m aivsreal.distributed` (the training loop the train stage uses),
+Both runs go through `python -m aivsreal.training` (the training loop the train stage uses),
 both under torchrun (`--nproc_per_node=1`, then 2). Prints wall time, training images per second
 and the final validation metrics of both. On a 2-core CPU, 2 processes x 1 thread cannot beat
 1 process x 2 threads: the number shows the cost of the distribution itself (gradient
@@ -27,7 +27,7 @@ from aivsreal.params import Params, load_overrides
 
 def run(nproc: int, params_path: Path, train_csv: str, val_csv: str, out: Path) -> dict:
     args = ["--params", str(params_path), "--train", train_csv, "--val", val_csv, "--out", str(out)]
-    subprocess.run(torchrun_command("aivsreal.distributed", nproc, args), check=True, capture_output=True)
+    subprocess.run(torchrun_command("aivsreal.training", nproc, args), check=True, capture_output=True)
     return json.loads((out / "history.json").read_text())
 
 

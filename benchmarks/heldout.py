@@ -23,10 +23,11 @@ import yaml
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from aivsreal.degradations import blur, jpeg
+from aivsreal.fit_calibration import calibrate
 from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
 from aivsreal.split import scan_dataset
-from aivsreal.training import calibrate, train
+from aivsreal.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FACEBENCH = ROOT.parent / "shared" / "facebench"

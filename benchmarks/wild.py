@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from heldout import preset_params, rows_of, stratified_cut  # benchmarks/heldout.py: the same folds helpers
 
+from aivsreal.fit_calibration import calibrate
 from aivsreal.logs import setup_logging
 from aivsreal.model import save_model
 from aivsreal.params import Params
 from aivsreal.predictor import Predictor
 from aivsreal.robustness import level, run_sweep, wild_levels, wild_summary
 from aivsreal.split import scan_dataset
-from aivsreal.training import calibrate, train
+from aivsreal.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FACEBENCH = ROOT.parent / "shared" / "facebench"

@@ -10,8 +10,8 @@ import mlflow
 from aivsreal import plots, tracking
 from aivsreal.evaluation import Evaluation, evaluate, passes_gate, promotion_gate
 from aivsreal.images import BadImageError
+from aivsreal.manifests import read_manifest
 from aivsreal.predictor import Predictor
-from aivsreal.training import read_manifest
 from pipeline import stage
 from pipeline.mlflow_run import training_run
 from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, metric_files

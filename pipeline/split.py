@@ -5,8 +5,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from aivsreal.manifests import write_manifest
 from aivsreal.split import DatasetError, scan_dataset, split_counts, split_manifest
-from aivsreal.training import write_manifest
 from pipeline import stage
 from pipeline.paths import MANIFESTS, METRICS, SPLIT_SUMMARY
 

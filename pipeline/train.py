@@ -17,10 +17,12 @@ import mlflow
 import pandas as pd
 
 from aivsreal import distributed, tracking
+from aivsreal.fit_calibration import calibrate
 from aivsreal.input_range import DEMO_NOTICE
+from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
 from aivsreal.serving import encode_image, signature
-from aivsreal.training import calibrate, read_manifest, train
+from aivsreal.training import train
 from pipeline import stage
 from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, dvc_outputs, is_sample_data
 

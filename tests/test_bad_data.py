@@ -21,8 +21,9 @@ from conftest import PROJECT
 from helpers_badfiles import Corpus, make_bad_data_corpus, reads_past_permissions, snapshot
 
 from aivsreal.images import DEFAULT_MAX_PIXELS
+from aivsreal.manifests import read_manifest, write_manifest
 from aivsreal.split import SPLITS, scan_dataset, split_counts, split_manifest
-from aivsreal.training import ManifestDataset, read_manifest, write_manifest
+from aivsreal.training import ManifestDataset
 
 CLASSES = ["ai", "real"]
 FRACTIONS = {"train": 0.70, "val": 0.15, "test": 0.15}

@@ -13,13 +13,8 @@ from conftest import PROJECT
 from helpers_images import random_image
 
 from aivsreal import distributed
+from aivsreal.manifests import ImageRecord, write_manifest
 from aivsreal.params import Params, ParamsError
-from aivsreal.training import write_manifest
-
-
-class Row:
-    def __init__(self, path: Path, label: str, sha256: str):
-        self.path, self.label, self.sha256 = str(path), label, sha256
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +28,7 @@ def setup_files(tmp_path_factory):
             path = folder / f"{label}_{i}.png"
             image = random_image((20, 20), seed=i + (100 if label == "ai" else 0))
             image.point(lambda v, s=shift: max(0, min(255, v + s))).save(path)
-            rows["train" if i < 8 else "val"].append(Row(path, label, f"{label}{i}"))
+            rows["train" if i < 8 else "val"].append(ImageRecord(str(path), label, f"{label}{i}"))
     for name, split_rows in rows.items():
         write_manifest(folder / f"{name}.csv", split_rows)
     raw = yaml.safe_load((PROJECT / "params.yaml").read_text())
@@ -49,7 +44,7 @@ def setup_files(tmp_path_factory):
 def run_worker(folder: Path, out: str, nproc: int) -> dict:
     args = ["--params", str(folder / "params.yaml"), "--train", str(folder / "train.csv"),
             "--val", str(folder / "val.csv"), "--out", str(folder / out)]  # fmt: skip
-    command = distributed.torchrun_command("aivsreal.distributed", nproc, args)
+    command = distributed.torchrun_command("aivsreal.training", nproc, args)
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     return {

@@ -6,10 +6,13 @@ import os
 import random
 import re
 import shutil
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from conftest import PROJECT
 from helpers_images import encode, random_image, write_image
 
 from aivsreal.images import DEFAULT_MAX_PIXELS
@@ -262,3 +265,11 @@ def test_images_below_the_models_min_side_are_left_out_with_the_reason(tmp_path)
     assert [(r.path, r.reason) for r in rejected] == [
         ("ai/thumb.png", "too small: 16x40 px, below model.min_side (32 px)")
     ]
+
+
+def test_the_split_stage_runs_without_torch():
+    """Writing manifests needs no training code: `python -m pipeline.split` never imports torch."""
+    code = "import sys, pipeline.split; print([name for name in ('torch', 'torchvision') if name in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"

@@ -10,8 +10,9 @@ from conftest import PROJECT
 from helpers_images import random_image
 from PIL import Image, ImageFilter
 
+from aivsreal.fit_calibration import calibrate
 from aivsreal.params import Params
-from aivsreal.training import calibrate, class_weights, read_manifest, subsample, train, write_manifest
+from aivsreal.training import class_weights, subsample, train
 
 
 def tiny_params(model_overrides: dict | None = None, **train_overrides) -> Params:
@@ -88,19 +89,6 @@ def test_subsample_is_stratified_and_reproducible(rows):
     half = subsample(all_rows, 0.5, seed=3)
     assert sum(r["label"] == "ai" for r in half) == sum(r["label"] == "real" for r in half) == 6
     assert half == subsample(all_rows, 0.5, seed=3) and subsample(all_rows, 1.0, seed=3) == all_rows
-
-
-def test_manifest_round_trip(tmp_path):
-    from aivsreal.split import ImageRecord
-
-    records = [ImageRecord("a/b.png", "ai", "f" * 64), ImageRecord("c, d.png", "real", "0" * 64)]
-    write_manifest(tmp_path / "m.csv", records)
-    assert read_manifest(tmp_path / "m.csv") == [
-        {"path": "a/b.png", "label": "ai", "sha256": "f" * 64},
-        {"path": "c, d.png", "label": "real", "sha256": "0" * 64},
-    ]
-    with pytest.raises(FileNotFoundError, match="dvc repro split"):
-        read_manifest(tmp_path / "missing.csv")
 
 
 def test_head_mode_trains_on_cached_features_that_match_the_full_network(rows):

@@ -1,4 +1,4 @@
-"""Multi-process training with PyTorch DistributedDataParallel, launched by `torchrun`.
+"""Helpers for training under `torchrun` with DistributedDataParallel; training.py imports them, never the reverse.
 
 `train.launcher: torchrun` makes the train stage start itself again under
 `python -m torch.distributed.run --standalone --nproc_per_node=<train.nproc>`; every process
@@ -93,40 +93,3 @@ def torchrun_command(module: str, nproc: int, argv: list[str]) -> list[str]:
 def relaunch(module: str, nproc: int, argv: list[str]) -> int:
     """Run `python -m <module> <argv>` under torchrun with `nproc` processes; its exit status."""
     return subprocess.run(torchrun_command(module, nproc, argv), check=False).returncode
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Train from manifests without MLflow or DVC, plain or under torchrun; rank 0 writes the result.
-
-    Used by the DDP equivalence test and benchmarks/ddp.py to compare 1 and N processes.
-    """
-    import argparse
-    import json
-    import time
-    from pathlib import Path
-
-    from aivsreal.model import save_model
-    from aivsreal.params import Params
-    from aivsreal.training import read_manifest, train
-
-    parser = argparse.ArgumentParser(prog="python -m aivsreal.distributed", description=main.__doc__)
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--train", required=True, help="training manifest (CSV: path,label,sha256)")
-    parser.add_argument("--val", required=True, help="validation manifest")
-    parser.add_argument("--out", required=True, help="folder for the saved model and history.json")
-    args = parser.parse_args(argv)
-    params = Params.load(args.params)
-    context = setup(params.train.device)
-    try:
-        started = time.perf_counter()
-        result = train(params, read_manifest(args.train), read_manifest(args.val), context=context)
-        if context.is_main:
-            save_model(result.model, result.config, Path(args.out))
-            summary = {"world_size": context.world_size, "seconds": time.perf_counter() - started}
-            (Path(args.out) / "history.json").write_text(json.dumps(summary | {"history": result.history}))
-    finally:
-        teardown(context)
-
-
-if __name__ == "__main__":
-    main()

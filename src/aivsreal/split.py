@@ -39,6 +39,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from aivsreal.images import BadImageError, decode_image, list_image_files, read_image_file
+from aivsreal.manifests import ImageRecord
 
 SPLITS = ("train", "val", "test")
 
@@ -50,13 +51,6 @@ NOT_UTF8 = (
 
 class DatasetError(ValueError):
     """The data folder cannot be split: missing or empty class folder, too few images."""
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    path: str
-    label: str
-    sha256: str
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
-"""The training loop: manifests in, best-on-validation model and per-epoch history out."""
+"""The training loop: manifest rows in, best-on-validation model and history out; `python -m aivsreal.training`."""
 
 from __future__ import annotations
 
+import argparse
 import copy
-import csv
+import json
 import logging
 import random
 import time
@@ -15,22 +16,19 @@ import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm import tqdm
 
-from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
 from aivsreal.degradations import RandomDegrade
-from aivsreal.distributed import Context, pick_device, sum_across, sync_buffers
+from aivsreal.distributed import Context, pick_device, setup, sum_across, sync_buffers, teardown
 from aivsreal.images import load_image
-from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, set_trainable
-from aivsreal.params import CalibrationParams, Params
-from aivsreal.predictor import Predictor
-from aivsreal.robustness import wild_levels
+from aivsreal.manifests import read_manifest
+from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, save_model, set_trainable
+from aivsreal.params import Params, TrainParams
 from aivsreal.transforms import build_transforms
 
 log = logging.getLogger(__name__)
-
-MANIFEST_FIELDS = ("path", "label", "sha256")
 
 
 def seed_everything(seed: int) -> None:
@@ -39,22 +37,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def write_manifest(path: Path, rows: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(MANIFEST_FIELDS)
-        for row in rows:
-            writer.writerow([row.path, row.label, row.sha256])
-
-
-def read_manifest(path: Path) -> list[dict[str, str]]:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"manifest {path} not found: run the split stage first (`dvc repro split`)")
-    with open(path, newline="", encoding="utf-8") as handle:
-        return list(csv.DictReader(handle))
 
 
 class ManifestDataset(Dataset):
@@ -117,129 +99,244 @@ def train(
     processes, so every process takes the same best-epoch and early-stopping decisions.
     The returned model is on the CPU.
     """
-    p, class_names = params.train, params.data.class_names
+    p = params.train
     context = context or Context(device=pick_device(p.device))
     seed_everything(p.seed)
-    config = ModelConfig.from_params(params)
-    model, weights_used = build_model(config, params.model.pretrained)
-    config.pretrained_used = weights_used
-    trainable = set_trainable(model, p.finetune)
-    optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
-    optimizer = optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)
-
+    model, config = make_model(params)
+    optimizer = make_optimizer(model, p)
     train_rows = subsample(train_rows, p.train_fraction, p.seed)
-    degrade = None
-    if p.blur_prob > 0 or p.jpeg_prob > 0 or p.downscale_prob > 0:
-        degrade = RandomDegrade(
-            p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min
-        )
-    train_tf = build_transforms(
-        p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
-    )
     eval_tf = config.eval_transform()
-    max_pixels = params.split.max_pixels
-    train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels)
-    # each process validates its own slice; the sums are reduced across processes
-    val_set = ManifestDataset(val_rows[context.rank :: context.world_size], class_names, eval_tf, max_pixels)
-    batch_size = p.batch_size // context.world_size
-    loader_args = {"batch_size": batch_size, "num_workers": p.num_workers, "persistent_workers": p.num_workers > 0}
-    # The same sampler single- or multi-process: with N processes, step k's N shards together
-    # hold exactly the images of step k in a single process.
-    sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
-    train_loader = DataLoader(train_set, sampler=sampler, drop_last=False, **loader_args)
-    val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+    loaders = make_loaders(params, train_rows, val_rows, eval_tf, context)
     model.to(context.device)
     trained = model  # what each step runs: the whole network, or only the head on cached features
     if p.finetune == "head":
-        # A frozen backbone maps an image to the same features every epoch: compute them once
-        # (eval transform; augmentation would defeat the cache) and train the head on tensors.
-        log.info("finetune=head: computing backbone features once; epochs then train the head only")
-        plain_train = DataLoader(ManifestDataset(train_rows, class_names, eval_tf, max_pixels), **loader_args)
-        features = TensorDataset(*backbone_features(model, plain_train, context.device))
-        sampler = DistributedSampler(features, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
-        train_loader = DataLoader(features, sampler=sampler, batch_size=batch_size)
-        val_loader = DataLoader(
-            TensorDataset(*backbone_features(model, val_loader, context.device)), batch_size=batch_size
-        )
+        loaders = cache_features(model, params, train_rows, loaders.val, eval_tf, context)
         trained = model.fc
     evaluated = trained  # validation runs the plain module; training steps go through DDP
     if context.distributed:
         device_ids = [context.device] if context.device.type == "cuda" else None
         trained = DistributedDataParallel(trained, device_ids=device_ids)
-    scheduler = None
-    if p.lr_schedule == "onecycle":  # warm-up then cosine decay to ~0, stepped per batch
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=p.lr, total_steps=p.epochs * len(train_loader), pct_start=0.15
-        )
-
-    weights = class_weights(train_set.targets, len(class_names)) if p.class_weights else None
-    loss_fn = nn.CrossEntropyLoss(weight=None if weights is None else weights.to(context.device))
+    scheduler = make_scheduler(optimizer, p, len(loaders.train))
+    loss_fn = make_loss(loaders.targets, params, context.device)
     if context.is_main:
         log.info(
             "training on %d images, validating on %d; weights: %s; %d process(es) on %s",
-            len(train_set), len(val_rows), weights_used, context.world_size, context.device,
+            len(train_rows), len(val_rows), config.pretrained_used, context.world_size, context.device,
         )  # fmt: skip
 
     result = TrainResult(model=model, config=config)
-    best_loss, best_state, stale = float("inf"), None, 0
+    stopping = EarlyStopping(p.patience)
     for epoch in range(1, p.epochs + 1):
         started = time.perf_counter()
         model.train()
         frozen_modules_to_eval(model, p.finetune)
-        sampler.set_epoch(epoch)
-        train_loss, train_correct, seen = 0.0, 0, 0
-        quiet = None if context.is_main else True
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{p.epochs}", unit="batch", leave=False, disable=quiet)
-        for inputs, targets in bar:
-            inputs, targets = inputs.to(context.device), targets.to(context.device)
-            optimizer.zero_grad(set_to_none=True)
-            logits = trained(inputs)
-            loss = loss_fn(logits, targets)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            train_loss += loss.item() * len(targets)
-            train_correct += (logits.argmax(1) == targets).sum().item()
-            seen += len(targets)
-            bar.set_postfix(loss=f"{train_loss / seen:.4f}")
+        loaders.sampler.set_epoch(epoch)
+        progress = f"epoch {epoch}/{p.epochs}"
+        train_sums = train_one_epoch(trained, loaders.train, optimizer, scheduler, loss_fn, context, progress)
         sync_buffers(context, model)
-        train_loss, train_correct, seen, *val_sums = sum_across(
-            context, train_loss, train_correct, seen, *evaluate_loss(evaluated, val_loader, loss_fn, context.device)
-        )
-        val_loss, val_accuracy = val_sums[0] / max(val_sums[2], 1), val_sums[1] / max(val_sums[2], 1)
-        row = {
-            "epoch": epoch,
-            "train_loss": train_loss / seen,
-            "train_accuracy": train_correct / seen,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "lr": optimizer.param_groups[0]["lr"],  # at the end of the epoch (changes per step under onecycle)
-            "seconds": time.perf_counter() - started,
-        }
+        val_sums = evaluate_loss(evaluated, loaders.val, loss_fn, context.device)
+        row = epoch_row(epoch, sum_across(context, *train_sums, *val_sums), optimizer, started)
         result.history.append(row)
-        improved = val_loss < best_loss
-        if improved:
-            best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-            result.best_epoch = epoch
-        else:
-            stale += 1
+        improved = stopping.update(epoch, row["val_loss"], model)
         if context.is_main:
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs%s",
-                epoch, p.epochs, row["train_loss"], row["train_accuracy"], val_loss, val_accuracy,
+                epoch, p.epochs, row["train_loss"], row["train_accuracy"], row["val_loss"], row["val_accuracy"],
                 row["seconds"], "  *best" if improved else "",
             )  # fmt: skip
         if on_epoch and context.is_main:
             on_epoch(row)
-        if stale >= p.patience:
+        if stopping.should_stop:
             if context.is_main:
                 log.info("early stopping: no better validation loss for %d epochs", p.patience)
             result.stopped_early = True
             break
-    model.load_state_dict(best_state)
+    result.best_epoch = stopping.best_epoch
+    model.load_state_dict(stopping.best_state)
     model.cpu().eval()
     return result
+
+
+def make_model(params: Params) -> tuple[nn.Module, ModelConfig]:
+    """The network that the `model` params describe, and the config that travels with it."""
+    config = ModelConfig.from_params(params)
+    model, config.pretrained_used = build_model(config, params.model.pretrained)
+    return model, config
+
+
+def make_optimizer(model: nn.Module, p: TrainParams) -> torch.optim.Optimizer:
+    """Adam or AdamW over the parameters that `train.finetune` leaves trainable (the rest is frozen here)."""
+    trainable = set_trainable(model, p.finetune)
+    optimizer_class = torch.optim.AdamW if p.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(trainable, lr=p.lr, weight_decay=p.weight_decay)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, p: TrainParams, steps_per_epoch: int) -> LRScheduler | None:
+    """`train.lr_schedule: onecycle`: warm-up then cosine decay to ~0, stepped per batch; None keeps `train.lr`."""
+    if p.lr_schedule != "onecycle":
+        return None
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=p.lr, total_steps=p.epochs * steps_per_epoch, pct_start=0.15
+    )
+
+
+def make_loss(targets: list[int], params: Params, device: torch.device) -> nn.Module:
+    """Cross-entropy, weighted by inverse class frequency when `train.class_weights` is on."""
+    weights = class_weights(targets, len(params.data.class_names)) if params.train.class_weights else None
+    return nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+
+
+def train_transform(p: TrainParams) -> Callable:
+    """The augmented training transform: random degradations (when any has a probability), flip and crop."""
+    degrade = None
+    if p.blur_prob > 0 or p.jpeg_prob > 0 or p.downscale_prob > 0:
+        degrade = RandomDegrade(
+            p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min
+        )
+    return build_transforms(
+        p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
+    )
+
+
+@dataclass
+class Loaders:
+    """What the epochs iterate: training batches in the order `sampler` draws them (reshuffled each epoch)
+    and this process's validation batches; `targets` are the training images' classes."""
+
+    train: DataLoader
+    sampler: DistributedSampler
+    val: DataLoader
+    targets: list[int]
+
+
+def loader_settings(p: TrainParams, context: Context) -> dict:
+    """DataLoader arguments: each process loads `batch_size / world_size` images per step."""
+    return {
+        "batch_size": p.batch_size // context.world_size,
+        "num_workers": p.num_workers,
+        "persistent_workers": p.num_workers > 0,
+    }
+
+
+def make_loaders(
+    params: Params,
+    train_rows: list[dict[str, str]],
+    val_rows: list[dict[str, str]],
+    eval_tf: Callable,
+    context: Context,
+) -> Loaders:
+    """Augmented training images, each process its DistributedSampler shard, and this process's slice
+    of the validation images through the evaluation transform."""
+    p, class_names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
+    train_set = ManifestDataset(train_rows, class_names, train_transform(p), max_pixels)
+    # each process validates its own slice; the sums are reduced across processes
+    val_set = ManifestDataset(val_rows[context.rank :: context.world_size], class_names, eval_tf, max_pixels)
+    settings = loader_settings(p, context)
+    # The same sampler single- or multi-process: with N processes, step k's N shards together
+    # hold exactly the images of step k in a single process.
+    sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
+    return Loaders(
+        train=DataLoader(train_set, sampler=sampler, drop_last=False, **settings),
+        sampler=sampler,
+        val=DataLoader(val_set, shuffle=False, **settings),
+        targets=train_set.targets,
+    )
+
+
+def cache_features(
+    model: nn.Module,
+    params: Params,
+    train_rows: list[dict[str, str]],
+    val_loader: DataLoader,
+    eval_tf: Callable,
+    context: Context,
+) -> Loaders:
+    """`train.finetune: head`: a frozen backbone maps an image to the same features every epoch, so compute
+    them once (eval transform; augmentation would defeat the cache) and let the epochs train the head on
+    tensors: loaders of (features, target) batches."""
+    log.info("finetune=head: computing backbone features once; epochs then train the head only")
+    p, class_names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
+    settings = loader_settings(p, context)
+    plain_train = DataLoader(ManifestDataset(train_rows, class_names, eval_tf, max_pixels), **settings)
+    features = TensorDataset(*backbone_features(model, plain_train, context.device))
+    sampler = DistributedSampler(features, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
+    return Loaders(
+        train=DataLoader(features, sampler=sampler, batch_size=settings["batch_size"]),
+        sampler=sampler,
+        val=DataLoader(
+            TensorDataset(*backbone_features(model, val_loader, context.device)), batch_size=settings["batch_size"]
+        ),
+        targets=plain_train.dataset.targets,
+    )
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler | None,
+    loss_fn: nn.Module,
+    context: Context,
+    progress: str,
+) -> tuple[float, int, int]:
+    """One pass over this process's training batches, an optimiser (and scheduler) step per batch, `model`
+    being what each step runs; (summed loss, correct predictions, images), like `evaluate_loss`."""
+    train_loss, train_correct, seen = 0.0, 0, 0
+    quiet = None if context.is_main else True
+    bar = tqdm(loader, desc=progress, unit="batch", leave=False, disable=quiet)
+    for inputs, targets in bar:
+        inputs, targets = inputs.to(context.device), targets.to(context.device)
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(inputs)
+        loss = loss_fn(logits, targets)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        train_loss += loss.item() * len(targets)
+        train_correct += (logits.argmax(1) == targets).sum().item()
+        seen += len(targets)
+        bar.set_postfix(loss=f"{train_loss / seen:.4f}")
+    return train_loss, train_correct, seen
+
+
+def epoch_row(epoch: int, sums: list[float], optimizer: torch.optim.Optimizer, started: float) -> dict:
+    """The epoch's history row from the training and validation sums of all processes."""
+    train_loss, train_correct, seen, val_loss, val_correct, val_seen = sums
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss / seen,
+        "train_accuracy": train_correct / seen,
+        "val_loss": val_loss / max(val_seen, 1),
+        "val_accuracy": val_correct / max(val_seen, 1),
+        "lr": optimizer.param_groups[0]["lr"],  # at the end of the epoch (changes per step under onecycle)
+        "seconds": time.perf_counter() - started,
+    }
+
+
+@dataclass
+class EarlyStopping:
+    """Keeps the weights of the epoch with the lowest validation loss; stop once `patience` epochs in a row
+    have not improved on it."""
+
+    patience: int
+    best_loss: float = float("inf")
+    best_state: dict | None = None
+    best_epoch: int = 0
+    stale: int = 0
+
+    def update(self, epoch: int, val_loss: float, model: nn.Module) -> bool:
+        """Record an epoch's validation loss; True (and a copy of the weights kept) when it is the best yet."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch, self.stale = val_loss, epoch, 0
+            self.best_state = copy.deepcopy(model.state_dict())
+            return True
+        self.stale += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stale >= self.patience
 
 
 @torch.no_grad()  # not inference_mode: the cached features feed a head that is trained
@@ -277,48 +374,29 @@ def evaluate_loss(
     return total_loss, correct, seen
 
 
-def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: CalibrationParams) -> dict:
-    """Fit temperature and decision threshold on the validation split, and measure the model's range:
-    accuracy on the validation images and on their wild copies (JPEG, WebP, shrunk, social), and the
-    smallest side seen. All of it is stored in result.config and travels with the model."""
-    config = result.config
-    predictor = Predictor(result.model, config)
-    images = [predictor.load(row["path"]) for row in val_rows]
-    targets = np.array([config.class_names.index(row["label"]) for row in val_rows])
-    copies = {("none", 0): (images, predictor.predict_logits(images))}  # (kind, value) -> (images, logits)
-    for number, condition in enumerate(wild_levels()):
-        rng = random.Random(f"calibration-{number}")  # the same copies on every run
-        degraded = [condition.apply(image, rng) for image in images]
-        copies[(condition.kind, condition.value)] = (degraded, predictor.predict_logits(degraded))
-    logits = copies[("none", 0)][1]
-    fit_on = [c[1] for c in copies.values()] if settings.perturbed else [logits]
-    temperature = 1.0
-    if settings.temperature:
-        temperature = fit_temperature(np.concatenate(fit_on), np.tile(targets, len(fit_on)), settings.min_temperature)
-    calibrated = {key: probabilities(copy_logits, temperature) for key, (_, copy_logits) in copies.items()}
-    p_positive = calibrated[("none", 0)][:, 0]
-    is_positive = targets == 0
-    config.temperature = temperature
-    config.threshold = choose_threshold(p_positive, is_positive, settings.threshold_rule)
-    config.validated = validated_range(predictor, copies, calibrated, targets)
-    pooled = np.concatenate([p[:, 0] for p in calibrated.values()])
-    return {
-        "temperature": temperature,
-        "threshold": config.threshold,
-        "val_ece_uncalibrated": expected_calibration_error(probabilities(logits)[:, 0], is_positive),
-        "val_ece_calibrated": expected_calibration_error(p_positive, is_positive),
-        "val_ece_wild_pooled": expected_calibration_error(pooled, np.tile(is_positive, len(copies))),
-    }
+def main(argv: list[str] | None = None) -> None:
+    """Train from manifests without MLflow or DVC, plain or under torchrun; rank 0 writes the result.
+
+    Used by the DDP equivalence test and benchmarks/ddp.py to compare 1 and N processes.
+    """
+    parser = argparse.ArgumentParser(prog="python -m aivsreal.training", description=main.__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--train", required=True, help="training manifest (CSV: path,label,sha256)")
+    parser.add_argument("--val", required=True, help="validation manifest")
+    parser.add_argument("--out", required=True, help="folder for the saved model and history.json")
+    args = parser.parse_args(argv)
+    params = Params.load(args.params)
+    context = setup(params.train.device)
+    try:
+        started = time.perf_counter()
+        result = train(params, read_manifest(args.train), read_manifest(args.val), context=context)
+        if context.is_main:
+            save_model(result.model, result.config, Path(args.out))
+            summary = {"world_size": context.world_size, "seconds": time.perf_counter() - started}
+            (Path(args.out) / "history.json").write_text(json.dumps(summary | {"history": result.history}))
+    finally:
+        teardown(context)
 
 
-def validated_range(predictor: Predictor, copies: dict, calibrated: dict, targets: np.ndarray) -> dict:
-    """{"min_side": smallest side among the validation images and copies, "accuracy": {kind: the
-    lowest accuracy over that kind's conditions}}, labelled as the predictor labels (threshold set
-    first); input_range.py reads it."""
-    truth = [predictor.class_names[target] for target in targets]
-    accuracy: dict[str, float] = {}
-    for (kind, _), p in calibrated.items():
-        correct = float(np.mean([label == actual for label, actual in zip(predictor.labels(p), truth)]))
-        accuracy[kind] = min(accuracy.get(kind, 1.0), correct)
-    smallest = min(min(image.size) for images, _ in copies.values() for image in images)
-    return {"min_side": int(smallest), "accuracy": accuracy}
+if __name__ == "__main__":
+    main()
