@@ -78,6 +78,11 @@ class ModelConfig:
             warn_accuracy_drop=params.calibration.warn_accuracy_drop,
         )  # fmt: skip
 
+    @classmethod
+    def read(cls, folder: Path) -> ModelConfig:
+        """The config saved beside the weights in a saved-model folder."""
+        return cls(**json.loads((Path(folder) / CONFIG_FILE).read_text()))
+
     @property
     def eval_crop(self) -> int:
         return self.eval_size or self.image_size
@@ -234,7 +239,7 @@ def load_saved_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
         raise FileNotFoundError(
             f"{folder} is not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}): run `dvc repro` to train one"
         )
-    config = ModelConfig(**json.loads(config_path.read_text()))
+    config = ModelConfig.read(folder)
     model, _ = build_model(
         len(config.class_names), config.hidden, config.dropout, pretrained="none",
         input_filter=config.input_filter, residual_clip=config.residual_clip, std=config.std,
