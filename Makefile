@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Stage commands (`python -m pipeline.*`) and `mlflow models serve` need the venv first on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
-MODEL  ?= models:/ai-vs-real@champion
+# The model `make serve` serves: params.yaml's registered model at @champion (MODEL=... for another).
+MODEL  ?= $(shell python -m aivsreal.tracking default-model)
 PORT   ?= 5001
 
 .DEFAULT_GOAL := help
@@ -50,9 +51,9 @@ serve: setup  ## serve the champion model on http://127.0.0.1:$(PORT) (MODEL=...
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
 	  mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(PORT)
 
-serve-guarded: setup  ## the same model and API through MLflow's app behind a request guard (python -m aivsreal.serve)
+serve-guarded: setup  ## the same model and API through MLflow's app behind a request guard (python -m aivsreal.serving.server)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db} \
-	  python -m aivsreal.serve -m "$(MODEL)" -H 127.0.0.1 -p $(PORT)
+	  python -m aivsreal.serving.server -m "$(MODEL)" -H 127.0.0.1 -p $(PORT)
 
 ui: setup  ## MLflow UI on http://127.0.0.1:5000 for the local tracking store (prints the training-runs link)
 	@echo "training runs: $$(python -m aivsreal.tracking ui-url --port 5000)"

@@ -4,7 +4,7 @@
     python benchmarks/batch_score.py --input ../shared/facebench/dev --model models:/ai-vs-real@champion
     python benchmarks/batch_score.py --copies 1 5           # also the folder 5 times over (hard links)
 
-Both run as fresh processes, as a user would run them: `python -m aivsreal.batch_score` and a
+Both run as fresh processes, as a user would run them: `python -m aivsreal.serving.batch` and a
 plain loop (`load_predictor`, then `load_many` + `predict_records` per batch). Prints whole-process
 wall time and the scoring part alone: for Spark the two jobs (read + check, score + write) after
 the JVM and the session are up; for the plain loop the batches after the model is loaded. The two
@@ -57,7 +57,7 @@ def run_plain(input_dir: Path, model: str, batch_size: int, out: Path) -> dict:
 
 
 def run_spark(input_dir: Path, model: str, batch_size: int, master: str, out: Path) -> dict:
-    command = [sys.executable, "-m", "aivsreal.batch_score", "--input", str(input_dir), "--output", str(out),
+    command = [sys.executable, "-m", "aivsreal.serving.batch", "--input", str(input_dir), "--output", str(out),
                "--model", model, "--master", master, "--batch-size", str(batch_size)]  # fmt: skip
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True)
@@ -100,7 +100,7 @@ def agreement(spark_out: Path, plain_out: Path) -> tuple[bool, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", default="data/sample", help="folder of images (default: data/sample)")
-    parser.add_argument("--model", default="models:/ai-vs-real@champion")
+    parser.add_argument("--model", help="MLflow model URI (default: the champion, tracking.default_model_uri())")
     parser.add_argument("--master", default="local[*]")
     parser.add_argument("--batch-size", type=int, default=64, help="images per model call, both methods")
     parser.add_argument("--copies", type=int, nargs="+", default=[1], help="sizes: the folder this many times over")
@@ -110,6 +110,10 @@ def main() -> None:
     if args.plain:
         plain(args.input, args.model, args.batch_size, args.records)
         return
+    if args.model is None:
+        from aivsreal.tracking import default_model_uri
+
+        args.model = default_model_uri()
 
     folder = Path(args.input).resolve()
     if not folder.is_dir():

@@ -1,6 +1,6 @@
 """A bounded load test of a running model server: N concurrent clients, M requests, loopback only.
 
-    make serve &                                      # or: python -m aivsreal.serve &
+    make serve &                                      # or: python -m aivsreal.serving.server &
     python benchmarks/load.py --url http://127.0.0.1:5001 --clients 4 --requests 1000
 
 Each request posts one real image (`--image`, default the first sample face) in the

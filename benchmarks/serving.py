@@ -1,6 +1,6 @@
 """Serving latency: one image through a real `mlflow models serve` against the raw forward pass.
 
-    python benchmarks/serving.py             # serves models:/ai-vs-real@champion from ./mlflow.db
+    python benchmarks/serving.py             # serves the champion (models:/ai-vs-real@champion) from ./mlflow.db
     python benchmarks/serving.py --image ../shared/facebench/dev/ai/fake_1.png   # after `make facebench`
 
 Target (issue 5): median request time <= raw single-image forward time + 30 ms.
@@ -22,6 +22,7 @@ import requests
 import torch
 
 from aivsreal.predictor import load_predictor
+from aivsreal.tracking import default_model_uri
 
 
 def free_port() -> int:
@@ -32,10 +33,10 @@ def free_port() -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="models:/ai-vs-real@champion", help="model URI to serve")
+    parser.add_argument("--model", help="model URI to serve (default: the champion, tracking.default_model_uri())")
     parser.add_argument("--image", type=Path, help="image to send (default: the first sample AI face)")
     args = parser.parse_args()
-    model_uri = args.model
+    model_uri = args.model or default_model_uri()
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     image_path = args.image or next(Path("data/sample/ai").glob("*.png"))

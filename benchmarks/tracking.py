@@ -13,7 +13,6 @@ Each store gets its own throwaway experiment and registered model name.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 import uuid
@@ -22,10 +21,10 @@ from pathlib import Path
 import mlflow
 from mlflow import MlflowClient
 
-from aivsreal.model import CONFIG_FILE
+from aivsreal.model import ModelConfig
 from aivsreal.params import Params
-from aivsreal.serving import signature
-from aivsreal.tracking import log_pyfunc_model
+from aivsreal.serving.artifacts import log_pyfunc_model
+from aivsreal.serving.pyfunc import signature
 
 
 def bookkeeping(uri: str, model_dir: Path, epochs: int) -> dict[str, float]:
@@ -33,7 +32,7 @@ def bookkeeping(uri: str, model_dir: Path, epochs: int) -> dict[str, float]:
     mlflow.set_registry_uri(uri)
     name = f"bench-{uuid.uuid4().hex[:8]}"
     params = Params.load("params.yaml").flat()
-    class_names = json.loads((model_dir / CONFIG_FILE).read_text())["class_names"]
+    class_names = ModelConfig.read(model_dir).class_names
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     mlflow.set_experiment(name)

@@ -21,7 +21,8 @@ from aivsreal.fit_calibration import calibrate
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
-from aivsreal.serving import encode_image, signature
+from aivsreal.serving.artifacts import log_pyfunc_model
+from aivsreal.serving.pyfunc import encode_image, signature
 from aivsreal.training import train
 from pipeline import stage
 from pipeline.paths import MANIFESTS, METRICS, MODEL_DIR, PLOTS, dvc_outputs, is_sample_data
@@ -148,9 +149,7 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     _warn_if_registered_before(params)
     mlflow.set_tag(tracking.MODEL_DIGEST_TAG, tracking.model_digest(MODEL_DIR))
     example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
-    info = tracking.log_pyfunc_model(
-        MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model
-    )
+    info = log_pyfunc_model(MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model)
     return info, result, best, calibrated
 
 

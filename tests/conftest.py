@@ -157,7 +157,8 @@ def champion_store(folder: Path, model_dir: Path) -> str:
     import pandas as pd
 
     from aivsreal import tracking
-    from aivsreal.serving import encode_image, signature
+    from aivsreal.serving.artifacts import log_pyfunc_model
+    from aivsreal.serving.pyfunc import encode_image, signature
 
     uri = f"sqlite:///{folder / 'mlflow.db'}"
     with pytest.MonkeyPatch.context() as env:  # undone after: the variables go back to what they were
@@ -167,7 +168,7 @@ def champion_store(folder: Path, model_dir: Path) -> str:
         try:
             with mlflow.start_run(experiment_id=tracking.experiment_id("tiny", folder)):
                 example = pd.DataFrame({"image": [encode_image(png_bytes(0))]})
-                info = tracking.log_pyfunc_model(model_dir, signature(["ai", "real"]), example, "ai-vs-real")
+                info = log_pyfunc_model(model_dir, signature(["ai", "real"]), example, "ai-vs-real")
             tracking.set_alias("ai-vs-real", info.registered_model_version)
         finally:
             mlflow.set_tracking_uri(None)

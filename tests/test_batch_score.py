@@ -22,7 +22,7 @@ def batch_score(*args: str, cwd: Path, env_uri: str | None = None, **env_changes
     env = dict(os.environ) | env_changes
     if env_uri:
         env["MLFLOW_TRACKING_URI"] = env_uri
-    command = [sys.executable, "-m", "aivsreal.batch_score", *args]
+    command = [sys.executable, "-m", "aivsreal.serving.batch", *args]
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -113,7 +113,7 @@ def test_summary_counts_scored_and_skipped_files(scored):
 def test_help_explains_options_and_cluster_use():
     result = batch_score("--help", cwd=PROJECT)
     assert result.returncode == 0
-    for text in ("--input DIR", "--output PATH", "--master URL", "--batch-size N", "spark-submit", MODEL_URI):
+    for text in ("--input DIR", "--output PATH", "--master URL", "--batch-size N", "spark-submit", "@champion"):
         assert text in result.stdout
 
 

@@ -1,4 +1,4 @@
-"""`python -m aivsreal.predict` as a user runs it: folders, CSV, and from any folder of the project
+"""`python -m aivsreal.serving.cli` as a user runs it: folders, CSV, and from any folder of the project
 without creating a stray MLflow store (issue 14)."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import champion_store, isolated_env
+from conftest import PROJECT, champion_store, isolated_env
 from helpers_images import write_image
 
 
 def predict(*args: str, cwd: Path, **env) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "aivsreal.predict", *args]
+    command = [sys.executable, "-m", "aivsreal.serving.cli", *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=180, env=isolated_env(**env))
 
 
@@ -35,12 +35,18 @@ def test_a_folder_is_scored_recursively_and_written_as_csv(tmp_path, tiny_model_
     assert "notes.txt: skipped: not an image file type (.txt)" in result.stderr
 
 
+def new_project(folder: Path) -> Path:
+    """A project folder: dvc.yaml, and params.yaml whose registered_model (ai-vs-real) names the default model."""
+    folder.mkdir(exist_ok=True)
+    (folder / "dvc.yaml").write_text("stages: {}\n")
+    (folder / "params.yaml").write_text((PROJECT / "params.yaml").read_text())
+    return folder
+
+
 @pytest.fixture
 def project(tmp_path, tiny_model_dir) -> Path:
-    """A project folder (dvc.yaml) whose mlflow.db holds the tiny model as ai-vs-real @champion."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    (folder / "dvc.yaml").write_text("stages: {}\n")
+    """A project folder whose mlflow.db holds the tiny model as ai-vs-real @champion."""
+    folder = new_project(tmp_path / "project")
     champion_store(folder, tiny_model_dir)
     return folder
 
@@ -55,7 +61,7 @@ def test_the_registered_model_is_found_from_any_folder_of_the_project(project):
 
 
 def test_a_project_without_a_store_gets_a_clear_error_and_no_empty_store(tmp_path):
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    new_project(tmp_path)
     face = write_image(tmp_path / "face.png", size=(40, 40), seed=4)
     result = predict(str(face), cwd=tmp_path)
     assert result.returncode == 2

@@ -89,7 +89,7 @@ def write_files(folder: Path, names: list[str]) -> list[Path]:
 
 
 def predict_cli(model: Path, paths: list[Path], *flags: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "aivsreal.predict", "--model", str(model), *flags, *map(str, paths)]
+    command = [sys.executable, "-m", "aivsreal.serving.cli", "--model", str(model), *flags, *map(str, paths)]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=isolated_env())
 
 
@@ -151,7 +151,7 @@ def servers(lossless_only_store, tmp_path_factory):
     stock_port, guarded_port = free_port(), free_port()
     stock = ["mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local", "-h", "127.0.0.1",
              "-p", str(stock_port)]  # fmt: skip
-    guarded = [sys.executable, "-m", "aivsreal.serve", "-m", MODEL, "-p", str(guarded_port)]
+    guarded = [sys.executable, "-m", "aivsreal.serving.server", "-m", MODEL, "-p", str(guarded_port)]
     with running_server(stock, stock_port, "/ping", cwd, env) as stock_url:
         with running_server(guarded, guarded_port, "/ping", cwd, env) as guarded_url:
             yield {"mlflow": stock_url, "guarded": guarded_url}
@@ -186,7 +186,7 @@ def test_batch_scoring_writes_the_warnings_and_refuses_tiny_files(lossless_only_
     folder = tmp_path / "photos"
     write_files(folder, ["photo.jpg", "photo.png", "small.png", "tiny.png"])
     write_image(folder / "more" / "other.png", size=(64, 64), seed=9)
-    command = [sys.executable, "-m", "aivsreal.batch_score", "--input", str(folder), "--output", "out.parquet",
+    command = [sys.executable, "-m", "aivsreal.serving.batch", "--input", str(folder), "--output", "out.parquet",
                "--model", MODEL, "--master", "local[2]"]  # fmt: skip
     env = isolated_env(MLFLOW_TRACKING_URI=lossless_only_store)
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

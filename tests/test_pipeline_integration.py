@@ -223,7 +223,7 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
             assert p["label"] in ("ai", "real") and abs(p["p_ai"] + p["p_real"] - 1) < 1e-6
             assert isinstance(p["warnings"], list) and 1e-4 - 1e-12 <= p["p_ai"] <= 0.9999 + 1e-12
 
-        cli = run([sys.executable, "-m", "aivsreal.predict", "--json", "--model", "models:/ai-vs-real@champion",
+        cli = run([sys.executable, "-m", "aivsreal.serving.cli", "--json", "--model", "models:/ai-vs-real@champion",
                    *map(str, images)], repo, env)  # fmt: skip
         cli_predictions = [json.loads(line) for line in cli.splitlines() if line.startswith("{")]
         assert [c["label"] for c in cli_predictions] == [p["label"] for p in predictions]

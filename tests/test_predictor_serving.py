@@ -18,7 +18,7 @@ from mlflow.types.schema import Array
 from aivsreal.images import load_image
 from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, build_model, save_model
 from aivsreal.predictor import Predictor
-from aivsreal.serving import AiVsRealModel, encode_image, signature
+from aivsreal.serving.pyfunc import AiVsRealModel, encode_image, signature
 
 CLASSES = ["ai", "real"]
 
@@ -141,6 +141,34 @@ def test_pyfunc_accepts_base64_wrapped_at_76_columns(pyfunc):
 
 
 GOOD = encode_image(encode(random_image((16, 16), seed=9), "PNG"))
+
+
+# The entry file of every model registered before the serving package (issue 15): it still runs when such a model loads.
+ENTRY_FILE_BEFORE_THE_PACKAGE = """import mlflow
+
+from aivsreal.serving import AiVsRealModel
+
+mlflow.models.set_model(AiVsRealModel())
+"""
+
+
+def test_models_logged_before_and_after_the_serving_package_load_beside_it(model_dir, predictor, tmp_path):
+    """The guarded server loads a model in a process that has already imported `aivsreal`, so an old
+    model's entry file finds this package, not the model's own code copy."""
+    import mlflow.pyfunc
+
+    from aivsreal.serving.artifacts import ENTRY_FILE, PACKAGE
+
+    old_entry = tmp_path / "mlflow_model.py"
+    old_entry.write_text(ENTRY_FILE_BEFORE_THE_PACKAGE)
+    artifacts = {"config": str(model_dir / CONFIG_FILE), "weights": str(model_dir / WEIGHTS_FILE)}
+    data = encode(random_image((24, 24), seed=12), "PNG")
+    expected = predictor.predict_records([load_image(data)])
+    for entry in (old_entry, ENTRY_FILE):
+        saved = tmp_path / entry.stem
+        mlflow.pyfunc.save_model(saved, python_model=str(entry), artifacts=artifacts, code_paths=[str(PACKAGE)])
+        loaded = mlflow.pyfunc.load_model(str(saved))
+        assert_same_records(loaded.predict(pd.DataFrame({"image": [encode_image(data)]})).to_dict("records"), expected)
 
 
 @pytest.mark.parametrize(

@@ -42,9 +42,9 @@ def test_servers_listen_on_loopback_only_unless_told_otherwise(server, tiny_mode
         command = [shutil.which("streamlit") or "streamlit", "run", "webapp/app.py", "--server.headless", "true",
                    "--server.port", str(port)]  # fmt: skip
         health = "/_stcore/health"
-    else:  # python -m aivsreal.serve without -H
+    else:  # python -m aivsreal.serving.server without -H
         env["MLFLOW_TRACKING_URI"] = tiny_champion_store
-        command = [sys.executable, "-m", "aivsreal.serve", "-p", str(port)]
+        command = [sys.executable, "-m", "aivsreal.serving.server", "-p", str(port)]
         health = "/ping"
     with running_server(command, port, health, PROJECT, env, timeout=90):
         assert listening_addresses(port) == {"127.0.0.1"}

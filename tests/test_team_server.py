@@ -126,7 +126,7 @@ def test_champion_served_from_the_team_server_matches_the_cli(team):
         )
         assert answer.status_code == 200, answer.text
         predictions = answer.json()["predictions"]
-    cli = run([sys.executable, "-m", "aivsreal.predict", "--json", "--model", MODEL, *map(str, images)], repo, env)
+    cli = run([sys.executable, "-m", "aivsreal.serving.cli", "--json", "--model", MODEL, *map(str, images)], repo, env)
     expected = [json.loads(line) for line in cli.splitlines() if line.startswith("{")]
     assert [p["label"] for p in predictions] == [e["label"] for e in expected] and len(expected) == len(images)
     assert all(abs(p["p_ai"] - e["p_ai"]) < 1e-5 for p, e in zip(predictions, expected))

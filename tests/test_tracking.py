@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT
 
-from aivsreal.tracking import git_commit, project_root, resolve_tracking_uri
+from aivsreal.tracking import default_model_uri, git_commit, project_root, resolve_tracking_uri
 
 
 def test_project_root_sees_through_dvc_temp_experiment_copy(tmp_path):
@@ -79,3 +79,12 @@ def test_outputs_that_dvc_repro_deletes_do_not_make_the_commit_dirty(tmp_path):
     assert git_commit(tmp_path).endswith("-dirty")
     (tmp_path / "train.py").write_text("print(2)")  # a code change still counts
     assert git_commit(tmp_path, ignore=["metrics/train.json"]).endswith("-dirty")
+
+
+def test_the_default_model_is_the_registered_model_of_params_at_champion(tmp_path):
+    assert default_model_uri() == "models:/ai-vs-real@champion"  # this project's params.yaml
+    renamed = (PROJECT / "params.yaml").read_text().replace("registered_model: ai-vs-real", "registered_model: faces")
+    (tmp_path / "params.yaml").write_text(renamed)
+    assert default_model_uri(tmp_path / "params.yaml") == "models:/faces@champion"
+    with pytest.raises(FileNotFoundError, match="name the model"):
+        default_model_uri(tmp_path / "elsewhere" / "params.yaml")

@@ -79,7 +79,8 @@ def test_registered_model_shows_its_model_card(monkeypatch, tmp_path, tiny_model
     import pandas as pd
 
     from aivsreal import tracking
-    from aivsreal.serving import encode_image, signature
+    from aivsreal.serving.artifacts import log_pyfunc_model
+    from aivsreal.serving.pyfunc import encode_image, signature
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -90,7 +91,7 @@ def test_registered_model_shows_its_model_card(monkeypatch, tmp_path, tiny_model
             mlflow.set_tags({"data_hash": "abc123", "git_commit": "f" * 40})
             mlflow.log_metrics({"test_accuracy": 0.875, "test_roc_auc": 0.93})
             example = pd.DataFrame({"image": [encode_image(png_bytes(5))]})
-            info = tracking.log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "faces")
+            info = log_pyfunc_model(tiny_model_dir, signature(["ai", "real"]), example, "faces")
         tracking.set_alias("faces", info.registered_model_version)
     finally:
         mlflow.set_tracking_uri(None)

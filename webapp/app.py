@@ -1,7 +1,7 @@
 """Streamlit page: upload face images, get a live verdict, class probabilities and a heatmap.
 
 Run from the project root:  streamlit run webapp/app.py   (or `make app`)
-The model defaults to models:/ai-vs-real@champion in the project's MLflow store;
+The model defaults to params.yaml's registered model at @champion in the project's MLflow store;
 AIVSREAL_MODEL (an MLflow URI or a saved-model folder) changes the default.
 """
 
@@ -15,9 +15,8 @@ from aivsreal.explain import grad_cam, overlay
 from aivsreal.images import BadImageError
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.model import INPUT_FILTERS
-from aivsreal.predict import DEFAULT_MODEL
 from aivsreal.predictor import Predictor, load_predictor
-from aivsreal.tracking import configure_tracking, model_card, require_store
+from aivsreal.tracking import CHAMPION, configure_tracking, default_model_uri, model_card, require_store
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
 CONFIDENT = 0.8  # balloons only for a confident "real"
@@ -36,7 +35,7 @@ def cached_card(source: str) -> dict:
 
 
 def model_source_ui() -> str:
-    default = os.environ.get("AIVSREAL_MODEL", DEFAULT_MODEL)
+    default = os.environ.get("AIVSREAL_MODEL") or default_model_uri()
     st.sidebar.header("Model")
     registered = default.startswith("models:/")
     kind = st.sidebar.radio(
@@ -47,10 +46,10 @@ def model_source_ui() -> str:
             "Folder with weights.pt and config.json", default if not registered else "models/model"
         )
     if not registered:
-        default = DEFAULT_MODEL
+        default = default_model_uri()
     name, _, choice = default.removeprefix("models:/").replace("/", "@").partition("@")
     name = st.sidebar.text_input("Registered name", name)
-    choice = st.sidebar.text_input("Alias or version", choice or "champion")
+    choice = st.sidebar.text_input("Alias or version", choice or CHAMPION)
     return f"models:/{name}/{choice}" if choice.isdigit() else f"models:/{name}@{choice}"
 
 

@@ -78,6 +78,11 @@ class ModelConfig:
             warn_accuracy_drop=params.calibration.warn_accuracy_drop,
         )  # fmt: skip
 
+    @classmethod
+    def read(cls, folder: Path) -> ModelConfig:
+        """The config saved beside the weights in a saved-model folder."""
+        return cls(**json.loads((Path(folder) / CONFIG_FILE).read_text()))
+
     @property
     def eval_crop(self) -> int:
         return self.eval_size or self.image_size
@@ -242,7 +247,7 @@ def load_saved_model(folder: Path) -> tuple[nn.Module, ModelConfig]:
         raise FileNotFoundError(
             f"{folder} is not a saved model (needs {CONFIG_FILE} and {WEIGHTS_FILE}): run `dvc repro` to train one"
         )
-    config = ModelConfig(**json.loads(config_path.read_text()))
+    config = ModelConfig.read(folder)
     model, _ = build_model(config)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()

@@ -94,14 +94,8 @@ def load_predictor(source: str | Path) -> Predictor:
     """A local saved-model folder, or any MLflow model URI (models:/ai-vs-real@champion, runs:/...)."""
     if Path(source).is_dir() and (Path(source) / CONFIG_FILE).is_file():
         return Predictor.from_dir(source)
-    import mlflow.artifacts  # only when a registry is involved: keeps plain use light
+    from aivsreal.serving.artifacts import download_model, saved_model_folder  # MLflow: only for a registry
 
-    from aivsreal.tracking import configure_tracking, require_store, saved_model_folder
-
-    store = configure_tracking()
-    if str(source).startswith(("models:/", "runs:/")):
-        require_store(store)  # never create an empty store just to look a model up in it
     # The files the pyfunc model wraps, read directly: what `mlflow.pyfunc.load_model` would end up
     # loading, without its machinery (0.8 s of the CLI's start-up, measured).
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=str(source)))
-    return Predictor.from_dir(saved_model_folder(local))
+    return Predictor.from_dir(saved_model_folder(download_model(str(source))))

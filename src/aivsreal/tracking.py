@@ -1,4 +1,4 @@
-"""MLflow at the edges: where the store is, one run per training, the model and its registry alias.
+"""MLflow at the edges: where the store is, one run per training, the registry, its alias and the model card.
 
 The store defaults to `sqlite:///mlflow.db` in the project root with artifacts in
 `mlartifacts/`; MLFLOW_TRACKING_URI overrides both, so a team server needs no code change.
@@ -132,16 +132,20 @@ def ui_url(base: str, experiment: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m aivsreal.tracking ui-url --port 5000`: the link `make ui` prints."""
+    """`python -m aivsreal.tracking ui-url --port 5000`: the link `make ui` prints;
+    `python -m aivsreal.tracking default-model`: the model `make serve` serves unless MODEL=... is given."""
     import argparse
 
     from aivsreal.params import Params
 
     parser = argparse.ArgumentParser(prog="python -m aivsreal.tracking", description=main.__doc__)
-    parser.add_argument("command", choices=["ui-url"])
+    parser.add_argument("command", choices=["ui-url", "default-model"])
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    if args.command == "default-model":
+        print(default_model_uri(project_root() / args.params))
+        return
     params = Params.load(project_root() / args.params)
     configure_tracking(params.mlflow.tracking_uri)
     print(ui_url(f"http://127.0.0.1:{args.port}", params.mlflow.experiment))
@@ -206,41 +210,6 @@ def git_commit(root: Path | None = None, ignore: list[str] | tuple[str, ...] = (
     return f"{commit}-dirty" if dirty else commit
 
 
-def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model: str):
-    """Log the saved model folder as a models-from-code pyfunc and register a new version."""
-    import aivsreal
-    from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE
-
-    package = Path(aivsreal.__file__).parent
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(package / "mlflow_model.py"),
-        artifacts={"weights": str(model_dir / WEIGHTS_FILE), "config": str(model_dir / CONFIG_FILE)},
-        code_paths=[str(package)],
-        signature=signature,
-        input_example=input_example,
-        registered_model_name=registered_model,
-        pip_requirements=_pip_requirements(),
-    )
-
-
-def saved_model_folder(mlflow_model_dir: Path) -> Path:
-    """The saved-model folder (config.json + weights.pt) inside a downloaded MLflow model: where its
-    MLmodel file says the pyfunc's `config` artifact is (artifacts/ as logged by log_pyfunc_model)."""
-    import yaml
-
-    flavors = yaml.safe_load((Path(mlflow_model_dir) / "MLmodel").read_text()).get("flavors", {})
-    config = flavors.get("python_function", {}).get("artifacts", {}).get("config", {})
-    return (Path(mlflow_model_dir) / config.get("path", "artifacts/config.json")).parent
-
-
-def _pip_requirements() -> list[str]:
-    """What a served copy of the model needs; versions match the training environment."""
-    from importlib.metadata import version
-
-    return [f"{name}=={version(name)}" for name in ("torch", "torchvision", "mlflow", "pillow", "pandas", "numpy")]
-
-
 def model_digest(model_dir: Path) -> str:
     """SHA-256 of a saved-model folder's files (names and bytes): the same weights give the same digest
     in any clone, so it names a model in git-tracked outputs where a run id or version number would not."""
@@ -256,7 +225,7 @@ def training_run(model_dir: Path, experiment: str, registered_model: str) -> dic
     the version of `registered_model` it registered; fails clearly when the store has no such run.
 
     Restored by DVC's run cache, the weights still find the run that trained them."""
-    if not (Path(model_dir) / "config.json").is_file():
+    if not Path(model_dir).is_dir() or not any(Path(model_dir).iterdir()):
         raise FileNotFoundError(f"{model_dir} holds no trained model: run the train stage first (`dvc repro train`)")
     digest = model_digest(model_dir)
     client = MlflowClient()
@@ -293,6 +262,20 @@ def training_run(model_dir: Path, experiment: str, registered_model: str) -> dic
 
 def set_alias(registered_model: str, version: str, alias: str = CHAMPION) -> None:
     MlflowClient().set_registered_model_alias(registered_model, alias, str(version))
+
+
+def default_model_uri(params_file: Path | None = None) -> str:
+    """The model the CLI, the app, the guarded server and batch scoring use unless told another:
+    `mlflow.registered_model` of the project's params.yaml (or `params_file`) at @champion."""
+    from aivsreal.params import Params
+
+    path = Path(params_file) if params_file else project_root() / "params.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no {path.name} in {path.parent} to name the default model: run this inside the project folder "
+            f"or name the model (an MLflow URI such as models:/NAME@{CHAMPION})"
+        )
+    return f"models:/{Params.load(path).mlflow.registered_model}@{CHAMPION}"
 
 
 def model_card(model_uri: str) -> dict:

@@ -1,10 +1,10 @@
 """Command-line predictor: label and class probabilities for image files and folders.
 
-python -m aivsreal.predict face1.jpg face2.png                      # models:/ai-vs-real@champion
-python -m aivsreal.predict photos/                                   # every image below the folder
-python -m aivsreal.predict --model models/model face.jpg            # the train stage's output folder
-python -m aivsreal.predict --model models:/ai-vs-real/3 --json *.png    # one JSON object per line
-python -m aivsreal.predict --csv photos/ > scores.csv
+python -m aivsreal.serving.cli face1.jpg face2.png                 # the champion (params.yaml's model)
+python -m aivsreal.serving.cli photos/                              # every image below the folder
+python -m aivsreal.serving.cli --model models/model face.jpg       # the train stage's output folder
+python -m aivsreal.serving.cli --model models:/ai-vs-real/3 --json *.png    # one JSON object per line
+python -m aivsreal.serving.cli --csv photos/ > scores.csv
 
 The registered model is looked up in MLFLOW_TRACKING_URI, else in the project this is run from
 (the nearest folder above holding dvc.yaml), else in the project the package was installed from;
@@ -23,7 +23,6 @@ import json
 import sys
 from pathlib import Path
 
-DEFAULT_MODEL = "models:/ai-vs-real@champion"
 PROGRESS_FROM = 20  # files: fewer finish before a progress bar would help
 
 
@@ -47,11 +46,11 @@ def expand(paths: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m aivsreal.predict", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m aivsreal.serving.cli", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("images", nargs="+", help="image files (JPEG, PNG, WebP, ...) or folders of them")
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"MLflow model URI or saved model folder (default: {DEFAULT_MODEL})"
+        "--model", help="MLflow model URI or saved model folder (default: params.yaml's registered model @champion)"
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per line")
@@ -61,11 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     from aivsreal.images import BadImageError
     from aivsreal.predictor import load_predictor  # after --help: importing torch takes a moment
 
+    model = args.model
+    if model is None:
+        from aivsreal.tracking import default_model_uri  # imports MLflow, which a registered model needs anyway
+
+        try:
+            model = default_model_uri()
+        except FileNotFoundError as error:
+            print(error, file=sys.stderr)
+            return 2
     try:
-        predictor = load_predictor(args.model)
+        predictor = load_predictor(model)
     except Exception as error:
         print(
-            f"cannot load model {args.model!r}: {error}\n"
+            f"cannot load model {model!r}: {error}\n"
             "Train and register one with `make pipeline` (or `dvc repro`), or pass --model models/model.",
             file=sys.stderr,
         )

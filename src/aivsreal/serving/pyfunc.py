@@ -1,7 +1,7 @@
 """The MLflow pyfunc model: base64 image bytes in, label and class probabilities out.
 
-Logged as "models from code" (mlflow_model.py), so nothing is pickled: the artifacts are
-the state_dict and config.json written by the train stage.
+Logged as "models from code" (pyfunc_entry.py, by artifacts.py), so nothing is pickled: the
+artifacts are the state_dict and config.json written by the train stage.
 
 Request: a string column `image` holding base64-encoded image files (JPEG, PNG, WebP...).
 Response: per image, `label`, `p_<class>` for each class, and `warnings`: a list (often empty)

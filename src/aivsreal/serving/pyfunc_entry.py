@@ -2,6 +2,6 @@
 
 import mlflow
 
-from aivsreal.serving import AiVsRealModel
+from aivsreal.serving.pyfunc import AiVsRealModel
 
 mlflow.models.set_model(AiVsRealModel())

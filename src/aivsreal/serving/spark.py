@@ -1,33 +1,22 @@
-"""Batch scoring with Apache Spark: every image file under a folder through the registered MLflow model.
-
-    python -m aivsreal.batch_score --input photos/ --output predictions.parquet
-    python -m aivsreal.batch_score --input photos/ --output out.parquet --model models:/ai-vs-real/3 --master local[2]
-    python -m aivsreal.batch_score --input /shared/faces --master spark://head:7077   # a cluster: see the end
+"""The Spark job: every image file under a folder scored through an MLflow model's Spark UDF.
 
 Spark reads the files (`binaryFile`, recursively, image suffixes only), a pandas UDF decodes each
 one with the same `load_image` the model uses, and only the files that decode go to the model
 through MLflow's own `mlflow.pyfunc.spark_udf` (env_manager="local"). The served model rejects a
 whole request when one image is bad; here a bad file becomes a row with an `error` instead.
-
-Output: a Parquet folder with one row per image file: `path`, `label`, `p_<class>` per class
-(from the model's signature, e.g. `p_ai`, `p_real`) and `error` (null when scored; the reason
-when skipped, with null label and probabilities). Read it with `pandas.read_parquet(PATH)`.
+`batch.py` is its command.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
 import math
 import os
 import re
 import shutil
 import sys
-import tempfile
 import time
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "models:/ai-vs-real@champion"
 DEFAULT_MASTER = "local[*]"
 # Rows per Arrow batch, i.e. images per model call; the pyfunc model takes at most 256 per call.
 DEFAULT_BATCH_SIZE = 64
@@ -52,24 +40,6 @@ DEFAULT_BATCH_SIZE = 64
 MAX_FILES_PER_PARTITION = 1000
 LOCAL_FILE_SCHEME = r"^file:(//)?"  # Spark writes local files as file:/a/b.png or file:///a/b.png
 EMPTY_FILE = "empty file (0 bytes)"  # the reason `load_image` gives for a 0-byte file
-
-CLUSTER_HELP = f"""\
-Spark master: a SparkSession already running in this process is used as it is; else --master;
-else what spark-submit or spark-defaults.conf set; else local[*] (all cores of this machine).
-
-On a cluster the driver downloads the model and Spark ships it to the executors; the executors
-need the project's Python environment (torch, mlflow, this package), e.g. a packed virtual
-environment, and the input must be readable by every executor (hdfs://, s3a://, or a shared
-file system). The same command with a cluster master, or through spark-submit:
-  python -m aivsreal.batch_score --master spark://head:7077 --input /shared/faces --output /shared/scores.parquet
-  PYSPARK_PYTHON=./venv/bin/python spark-submit --master yarn --archives venv.tar.gz#venv \\
-      src/aivsreal/batch_score.py --input hdfs:///faces --output hdfs:///scores.parquet
-
-A plain --input/--output path is a local folder; a URI (hdfs://, s3a://, file:) goes to Spark as is.
-Only files with an image suffix are read, in any letter case:
-{" ".join(IMAGE_SUFFIXES)}. A file that does not decode gets a row with the
-reason in `error` (the exit status stays 0).
-"""
 
 
 class BatchScoreError(Exception):
@@ -96,25 +66,6 @@ def image_glob(suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> str:
     return "*.{" + ",".join(any_case(s.lstrip(".")) for s in suffixes) + "}"
 
 
-def is_uri(location: str) -> bool:
-    return "://" in location or location.startswith("file:")
-
-
-def check_local_input(folder: Path) -> None:
-    """Fail before Spark starts when a local input folder is missing or holds no image file."""
-    if not folder.exists():
-        raise BatchScoreError(f"input folder {folder} does not exist: pass the folder that holds your images")
-    if not folder.is_dir():
-        raise BatchScoreError(f"--input {folder} is a file: pass the folder that holds it")
-    for _, _, names in os.walk(folder, followlinks=True):
-        if any(Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") for name in names):
-            return
-    raise BatchScoreError(
-        f"no image files under {folder} (looked for {', '.join(IMAGE_SUFFIXES)} in every subfolder): "
-        "pass the folder that holds your images"
-    )
-
-
 def check_java() -> None:
     if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
         raise BatchScoreError(
@@ -123,38 +74,16 @@ def check_java() -> None:
         )
 
 
-def download_model(model_uri: str, folder: Path) -> Path:
-    """The MLflow model as a local folder, from the store `configure_tracking` points at."""
-    import mlflow
-    from mlflow.models import Model
-
-    from aivsreal.tracking import configure_tracking, require_store
-
-    store = configure_tracking()
-    try:
-        if model_uri.startswith(("models:/", "runs:/")):
-            require_store(store)  # never create an empty store just to look a model up in it
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(folder)))
-        Model.load(str(local))
-    except Exception as error:
-        raise BatchScoreError(
-            f"cannot load MLflow model {model_uri!r} from {store}: {str(error).splitlines()[0][:300]}\n"
-            "Train and register one with `make pipeline` (or `dvc repro`), or pass --model with an MLflow "
-            "model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model)."
-        ) from None
-    return local
-
-
 def model_config(model_dir: Path) -> ModelConfig | None:
     """The saved config the model decodes images under (pixel limit, smallest side), so the check
     here refuses exactly what the model's own `load` would; None for a model without one."""
-    from aivsreal.model import CONFIG_FILE, ModelConfig
-    from aivsreal.tracking import saved_model_folder
+    from aivsreal.model import ModelConfig
+    from aivsreal.serving.artifacts import saved_model_folder
 
-    config_path = saved_model_folder(model_dir) / CONFIG_FILE
-    if not config_path.is_file():
+    try:
+        return ModelConfig.read(saved_model_folder(model_dir))
+    except FileNotFoundError:
         return None
-    return ModelConfig(**json.loads(config_path.read_text()))
 
 
 def spark_session(master: str | None):
@@ -345,98 +274,3 @@ def arrow_batch_size(spark, rows: int):
             spark.conf.unset(key)
         else:
             spark.conf.set(key, previous)
-
-
-def describe(summary: ScoreSummary, output: str) -> str:
-    """The closing report: counts, reasons, timings."""
-    lines = [f"scored {summary.scored} of {summary.total} image files -> {output}"]
-    if summary.skipped:
-        lines.append(f"skipped {sum(summary.skipped.values())} (reason in the `error` column):")
-        lines += [f"  {count:6d}  {reason}" for reason, count in sorted(summary.skipped.items(), key=lambda x: -x[1])]
-    seconds = summary.seconds
-    if summary.scored and seconds.get("score_and_write"):
-        lines.append(
-            f"time: start {seconds.get('start', 0):.1f} s, read and check {seconds['read_and_check']:.1f} s, "
-            f"score and write {seconds['score_and_write']:.1f} s "
-            f"({summary.scored / seconds['score_and_write']:.1f} images/s)"
-        )
-    return "\n".join(lines)
-
-
-def location(value: str) -> str:
-    """A plain path made absolute (a local file), a URI as given."""
-    return value if is_uri(value) else Path(value).expanduser().resolve().as_uri()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m aivsreal.batch_score",
-        description=__doc__,
-        epilog=CLUSTER_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--input", required=True, metavar="DIR", help="folder of image files, searched recursively")
-    parser.add_argument(
-        "--output",
-        default="predictions.parquet",
-        metavar="PATH",
-        help="Parquet output (a folder of part files; default: predictions.parquet)",
-    )
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, metavar="URI", help=f"MLflow model (default: {DEFAULT_MODEL})"
-    )
-    parser.add_argument(
-        "--master", metavar="URL", help="Spark master, e.g. local[2], spark://host:7077, yarn (default: see below)"
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        metavar="N",
-        help=f"images per model call (default {DEFAULT_BATCH_SIZE}, at most 256)",
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    args = parser.parse_args(argv)
-
-    # PySpark 4.3 warns on every UDF that pandas 3 is "not fully supported"; the columns used here convert fine.
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    started = time.perf_counter()
-    try:
-        if not is_uri(args.input):  # checks that need neither Spark nor the model come first: they answer at once
-            check_local_input(Path(args.input).expanduser())
-        if not is_uri(args.output) and Path(args.output).exists() and not args.overwrite:
-            raise BatchScoreError(f"{args.output} exists: pass --overwrite to replace it, or choose another --output")
-        check_java()
-        from aivsreal.serving import MAX_IMAGES_PER_REQUEST  # imports torch: after the cheap checks
-
-        if not 1 <= args.batch_size <= MAX_IMAGES_PER_REQUEST:  # before the model is downloaded
-            raise BatchScoreError(f"--batch-size must be between 1 and {MAX_IMAGES_PER_REQUEST}")
-        import mlflow  # noqa: F401  (sets its loggers' levels on import: setup_logging must come after)
-
-        from aivsreal.logs import setup_logging
-
-        setup_logging()
-        logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines say only that the gateway closes
-        with tempfile.TemporaryDirectory(prefix="aivsreal-model-") as folder:
-            model_dir = download_model(args.model, Path(folder))
-            spark, created = spark_session(args.master)
-            start_seconds = time.perf_counter() - started
-            log.info("Spark %s on %s; scoring with %s", spark.version, spark.sparkContext.master, args.model)
-            try:
-                summary = score_folder(
-                    spark, location(args.input), model_dir, location(args.output), args.batch_size, args.overwrite
-                )
-            finally:
-                if created:
-                    spark.stop()
-    except BatchScoreError as error:
-        print(f"batch_score: {error}", file=sys.stderr)
-        return 2
-    summary.seconds["start"] = start_seconds
-    print(describe(summary, args.output))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

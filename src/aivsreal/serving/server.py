@@ -1,21 +1,7 @@
-"""MLflow's own scoring server for the model, behind a guard for hostile requests.
+"""MLflow's own scoring app for the model, behind a guard for hostile requests (what it guards: README.md).
 
-    python -m aivsreal.serve                                    # models:/ai-vs-real@champion on 127.0.0.1:5001
-    python -m aivsreal.serve -m models:/ai-vs-real/3 -p 8080 --max-body-mb 16
-
-Same app, same API as `mlflow models serve`: MLflow's `scoring_server.init(model)` with
-/ping, /health, /version and /invocations, the same request formats and answers. The model's
-own checks (bad base64, not an image, too many rows...) give short 400s under both. What
-this adds is for MLflow's request parsing, which, measured with mlflow 3.17.2:
-- echoes an invalid JSON body back inside its error message (5 MB in, 5 MB out);
-- returns a `stack_trace` with server paths for a body that is not valid Parquet;
-- answers 500 to a body without a Content-Type, or to JSON nested deeper than Python's
-  recursion limit;
-- reads a body of any size.
-The guard (an ASGI middleware around MLflow's app) refuses a missing Content-Type (415) and
-a body over `--max-body-mb` (413) before MLflow reads it, answers too-deep JSON with a 400,
-and trims every error to `error_code` and a message of at most 300 characters: no stack
-trace, no echo of the request. Successful answers pass through byte for byte.
+python -m aivsreal.serving.server                     # the champion (params.yaml's model) on 127.0.0.1:5001
+python -m aivsreal.serving.server -m models:/ai-vs-real/3 -p 8080 --max-body-mb 16
 """
 
 from __future__ import annotations
@@ -27,7 +13,6 @@ import os
 import re
 import sys
 
-DEFAULT_MODEL = "models:/ai-vs-real@champion"
 CONTENT_TYPES = "application/json, text/csv or application/vnd.apache.parquet"
 MAX_MESSAGE = 300  # characters of an error message sent back to the client
 MODEL_ENV, MAX_BODY_ENV = "AIVSREAL_SERVE_MODEL", "AIVSREAL_SERVE_MAX_BODY"
@@ -133,9 +118,11 @@ def app_from_env() -> RequestGuard:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m aivsreal.serve", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m aivsreal.serving.server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("-m", "--model", default=DEFAULT_MODEL, help=f"MLflow model URI (default: {DEFAULT_MODEL})")
+    parser.add_argument("-m", "--model", help="MLflow model URI (default: params.yaml's registered model @champion)")
     parser.add_argument("-H", "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine)")
     parser.add_argument("-p", "--port", type=int, default=5001, help="port (default: 5001)")
     parser.add_argument("-w", "--workers", type=int, default=1, help="server processes (default: 1)")
@@ -145,11 +132,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
+    from aivsreal.tracking import default_model_uri
+
     try:
-        app = guarded_app(args.model, max_body)  # fail here, with a message, rather than in a worker
+        model = args.model or default_model_uri()
+    except FileNotFoundError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
+        app = guarded_app(model, max_body)  # fail here, with a message, rather than in a worker
     except Exception as error:
         print(
-            f"cannot load model {args.model!r}: {str(error)[:300]}\n"
+            f"cannot load model {model!r}: {str(error)[:300]}\n"
             "Train and register one with `make pipeline` (or `dvc repro`), or pass -m with another model URI.",
             file=sys.stderr,
         )
@@ -157,8 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers == 1:
         uvicorn.run(app, host=args.host, port=args.port)
     else:
-        os.environ[MODEL_ENV], os.environ[MAX_BODY_ENV] = args.model, str(max_body)
-        uvicorn.run("aivsreal.serve:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers)
+        os.environ[MODEL_ENV], os.environ[MAX_BODY_ENV] = model, str(max_body)
+        uvicorn.run(
+            "aivsreal.serving.server:app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers
+        )
     return 0
 
 

@@ -1,0 +1,54 @@
+"""The pyfunc model in MLflow: logged and registered from a saved-model folder, found again in a download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+
+from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE
+from aivsreal.tracking import configure_tracking, require_store
+
+ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
+PACKAGE = Path(__file__).resolve().parents[1]  # aivsreal/: logged with the model, so it carries its own code
+
+
+def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model: str):
+    """Log the saved model folder as a models-from-code pyfunc and register a new version."""
+    return mlflow.pyfunc.log_model(
+        name="model",
+        python_model=str(ENTRY_FILE),
+        artifacts={"weights": str(model_dir / WEIGHTS_FILE), "config": str(model_dir / CONFIG_FILE)},
+        code_paths=[str(PACKAGE)],
+        signature=signature,
+        input_example=input_example,
+        registered_model_name=registered_model,
+        pip_requirements=pip_requirements(),
+    )
+
+
+def pip_requirements() -> list[str]:
+    """What a served copy of the model needs; versions match the training environment."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "torchvision", "mlflow", "pillow", "pandas", "numpy")]
+
+
+def download_model(model_uri: str, folder: Path | None = None) -> Path:
+    """The MLflow model at `model_uri` as a local folder (in `folder`, else a temporary one), read from
+    the store `configure_tracking` points at; a local store that does not exist is an error, never created."""
+    store = configure_tracking()
+    if model_uri.startswith(("models:/", "runs:/")):
+        require_store(store)
+    destination = str(folder) if folder is not None else None
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=destination))
+
+
+def saved_model_folder(mlflow_model_dir: Path) -> Path:
+    """The saved-model folder (config.json + weights.pt) inside a downloaded MLflow model: where its
+    MLmodel file says the pyfunc's `config` artifact is (artifacts/ as logged by log_pyfunc_model)."""
+    import yaml
+
+    flavors = yaml.safe_load((Path(mlflow_model_dir) / "MLmodel").read_text()).get("flavors", {})
+    config = flavors.get("python_function", {}).get("artifacts", {}).get("config", {})
+    return (Path(mlflow_model_dir) / config.get("path", f"artifacts/{CONFIG_FILE}")).parent
