@@ -33,7 +33,7 @@ def plain(input_dir: str, model: str, batch_size: int, records_path: str) -> Non
     """The plain batch predictor in this process; prints its timings as JSON, writes the records."""
     started = time.perf_counter()
     from aivsreal.images import list_image_files
-    from aivsreal.predictor import load_predictor
+    from aivsreal.serving.artifacts import load_predictor
 
     predictor = load_predictor(model)
     paths, _ = list_image_files(Path(input_dir).resolve())

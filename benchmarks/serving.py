@@ -21,7 +21,7 @@ from pathlib import Path
 import requests
 import torch
 
-from aivsreal.predictor import load_predictor
+from aivsreal.serving.artifacts import load_predictor
 from aivsreal.tracking import default_model_uri
 
 

@@ -161,8 +161,9 @@ def _warn_if_registered_before(params) -> None:
     except RuntimeError:
         return
     log.warning(
-        "these weights are identical to %s version %s (run %s): `dvc repro` will not evaluate the new version "
-        "again (the metrics cannot change); `dvc repro --force-downstream` evaluates and promotes it",
+        "these weights are identical to %s version %s (run %s): unless other inputs of the evaluate stage "
+        "changed, `dvc repro` will not evaluate the new version (its metrics cannot change); "
+        "`dvc repro --force-downstream` evaluates and promotes it",
         earlier["registered_model"], earlier["model_version"], earlier["run_id"],
     )  # fmt: skip
 

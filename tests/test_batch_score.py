@@ -86,7 +86,7 @@ def test_bad_files_carry_a_reason_and_no_prediction(scored, image_folder):
 
 @needs_java
 def test_scores_match_the_cli_predictor(scored, image_folder, store, monkeypatch):
-    from aivsreal.predictor import load_predictor
+    from aivsreal.serving.artifacts import load_predictor
 
     _, table = scored
     _, good, _ = image_folder

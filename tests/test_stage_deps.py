@@ -61,6 +61,8 @@ def code_closure(module: str) -> set[str]:
 
 
 STAGES = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"]
+# Files a stage reads as files rather than imports: train logs the pyfunc entry file as the model's code.
+SHIPPED = {"train": {"src/aivsreal/serving/pyfunc_entry.py"}}
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
@@ -68,7 +70,7 @@ def test_stage_deps_list_exactly_the_project_code_its_script_imports(name):
     stage = STAGES[name]
     module = stage["cmd"].removeprefix("python -m ").split()[0]
     declared = {d for d in stage["deps"] if isinstance(d, str) and d.endswith(".py")}
-    needed = code_closure(module)
+    needed = code_closure(module) | SHIPPED.get(name, set())
     assert not needed - declared, f"stage {name}: add to deps in dvc.yaml: {sorted(needed - declared)}"
     assert not declared - needed, f"stage {name}: deps it does not import, remove: {sorted(declared - needed)}"
 

@@ -12,13 +12,14 @@ import os
 import streamlit as st
 
 from aivsreal.explain import grad_cam, overlay
-from aivsreal.images import BadImageError
+from aivsreal.images import IMAGE_SUFFIXES, BadImageError
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.model import INPUT_FILTERS
-from aivsreal.predictor import Predictor, load_predictor
-from aivsreal.tracking import CHAMPION, configure_tracking, default_model_uri, model_card, require_store
+from aivsreal.predictor import Predictor
+from aivsreal.serving.artifacts import load_predictor
+from aivsreal.tracking import CHAMPION, NO_MODEL_HINT, configure_tracking, default_model_uri, model_card, require_store
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"]
+UPLOAD_TYPES = [suffix.lstrip(".") for suffix in IMAGE_SUFFIXES]  # what load_image reads
 CONFIDENT = 0.8  # balloons only for a confident "real"
 
 
@@ -59,8 +60,7 @@ def load_model_ui(source: str) -> Predictor | None:
     except Exception as error:  # no store yet, no alias yet, wrong folder: say how to get a model
         st.warning(
             f"No model found at `{source}`.\n\n"
-            "Train, evaluate and register one with `make pipeline` (or `dvc repro`) in the project folder, "
-            "then reload this page. Or choose *Local folder* and enter `models/model`."
+            f"{NO_MODEL_HINT}, then reload this page. Or choose *Local folder* and enter `models/model`."
         )
         with st.expander("Details"):
             st.code(f"{type(error).__name__}: {str(error)[:500]}")

@@ -12,7 +12,7 @@ from PIL import Image
 from aivsreal.calibration import clip_confidence, probabilities
 from aivsreal.images import load_image
 from aivsreal.input_range import input_warnings, refuse_if_too_small
-from aivsreal.model import CONFIG_FILE, ModelConfig, load_saved_model
+from aivsreal.model import ModelConfig, load_saved_model
 from aivsreal.transforms import normalise_batch
 
 
@@ -88,14 +88,3 @@ class Predictor:
             }
             for label, row, image in zip(self.labels(probabilities), probabilities, images)
         ]
-
-
-def load_predictor(source: str | Path) -> Predictor:
-    """A local saved-model folder, or any MLflow model URI (models:/ai-vs-real@champion, runs:/...)."""
-    if Path(source).is_dir() and (Path(source) / CONFIG_FILE).is_file():
-        return Predictor.from_dir(source)
-    from aivsreal.serving.artifacts import download_model, saved_model_folder  # MLflow: only for a registry
-
-    # The files the pyfunc model wraps, read directly: what `mlflow.pyfunc.load_model` would end up
-    # loading, without its machinery (0.8 s of the CLI's start-up, measured).
-    return Predictor.from_dir(saved_model_folder(download_model(str(source))))

@@ -29,6 +29,8 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 UI_WORKFLOW = "workflowType=machine_learning"
 ARTIFACTS_DIR = "mlartifacts"
 CHAMPION = "champion"
+# What every interface says when it finds no model to load.
+NO_MODEL_HINT = "Train, evaluate and register one with `make pipeline` (or `dvc repro`) in the project folder"
 MODEL_DIGEST_TAG = "model_digest"  # on the training run: tracking.model_digest of its saved model
 
 
@@ -56,8 +58,8 @@ def require_store(uri: str) -> None:
         path = Path(uri[len("sqlite:///") :])  # sqlite:////abs/path or sqlite:///relative/to/cwd
         if not path.is_file():
             raise FileNotFoundError(
-                f"no MLflow store at {path}: train and register a model with `make pipeline` in the project "
-                "folder, run this from inside the project, or set MLFLOW_TRACKING_URI"
+                f"no MLflow store at {path}. {NO_MODEL_HINT}, run this from inside the project, or set "
+                "MLFLOW_TRACKING_URI"
             )
 
 

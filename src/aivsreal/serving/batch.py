@@ -87,6 +87,7 @@ def local_model(model_uri: str, folder: Path) -> Path:
     from mlflow.models import Model
 
     from aivsreal.serving.artifacts import download_model
+    from aivsreal.tracking import NO_MODEL_HINT
 
     try:
         local = download_model(model_uri, folder)
@@ -95,8 +96,8 @@ def local_model(model_uri: str, folder: Path) -> Path:
         raise BatchScoreError(
             f"cannot load MLflow model {model_uri!r} from {mlflow.get_tracking_uri()}: "
             f"{str(error).splitlines()[0][:300]}\n"
-            "Train and register one with `make pipeline` (or `dvc repro`), or pass --model with an MLflow "
-            "model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model)."
+            f"{NO_MODEL_HINT}, or pass --model with an MLflow model URI (models:/NAME@ALIAS, "
+            "models:/NAME/VERSION, runs:/RUN_ID/model)."
         ) from None
     return local
 

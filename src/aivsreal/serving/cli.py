@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from aivsreal.images import BadImageError
-    from aivsreal.predictor import load_predictor  # after --help: importing torch takes a moment
+    from aivsreal.serving.artifacts import load_predictor  # after --help: importing torch takes a moment
 
     model = args.model
     if model is None:
@@ -72,11 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor = load_predictor(model)
     except Exception as error:
-        print(
-            f"cannot load model {model!r}: {error}\n"
-            "Train and register one with `make pipeline` (or `dvc repro`), or pass --model models/model.",
-            file=sys.stderr,
-        )
+        from aivsreal.tracking import NO_MODEL_HINT
+
+        print(f"cannot load model {model!r}: {error}\n{NO_MODEL_HINT}, or pass --model models/model.", file=sys.stderr)
         return 2
     if predictor.config.demo:
         from aivsreal.input_range import DEMO_NOTICE

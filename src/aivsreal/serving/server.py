@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from aivsreal.tracking import default_model_uri
+    from aivsreal.tracking import NO_MODEL_HINT, default_model_uri
 
     try:
         model = args.model or default_model_uri()
@@ -143,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         app = guarded_app(model, max_body)  # fail here, with a message, rather than in a worker
     except Exception as error:
         print(
-            f"cannot load model {model!r}: {str(error)[:300]}\n"
-            "Train and register one with `make pipeline` (or `dvc repro`), or pass -m with another model URI.",
+            f"cannot load model {model!r}: {str(error)[:300]}\n{NO_MODEL_HINT}, or pass -m with another model URI.",
             file=sys.stderr,
         )
         return 2
