@@ -17,6 +17,7 @@ import mlflow
 import pandas as pd
 
 from aivsreal import distributed, tracking
+from aivsreal.engines import export_onnx
 from aivsreal.fit_calibration import calibrate
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
@@ -144,6 +145,8 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     mlflow.set_tag("demo_model", str(result.config.demo).lower())
     if result.config.demo:
         log.warning(DEMO_NOTICE)
+    MODEL_DIR.mkdir(parents=True, exist_ok=True)  # the network also as an ONNX graph: ONNX Runtime serves it
+    result.config.onnx_file = export_onnx(result.model, result.config.eval_crop, MODEL_DIR).name
     save_model(result.model, result.config, MODEL_DIR)
     # evaluate and report find this run by the weights' digest: no run id or version in a git-tracked output
     _warn_if_registered_before(params)

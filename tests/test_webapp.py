@@ -45,6 +45,7 @@ def test_one_image_gets_verdict_probabilities_and_heatmap(monkeypatch, tiny_mode
     card = " ".join(m.value for m in app.sidebar.markdown)
     assert "Decision threshold" in card and "0.50" in card
     assert "Input: RGB, 32 px centre crop of 32 px" in card  # INPUT_FILTERS["none"].description
+    assert "Runs on: PyTorch (eager)" in card  # the tiny model has no ONNX graph
 
 
 def test_heatmap_toggle_off_shows_the_plain_image(monkeypatch, tiny_model_dir):

@@ -11,6 +11,7 @@ import os
 
 import streamlit as st
 
+from aivsreal.engines import ENGINE_NAMES
 from aivsreal.explain import grad_cam, overlay
 from aivsreal.images import IMAGE_SUFFIXES, BadImageError
 from aivsreal.input_range import DEMO_NOTICE
@@ -88,6 +89,7 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         f"Input: {INPUT_FILTERS[config.input_filter].description}, {config.eval_crop} px centre crop"
         + (f" of {config.resize} px" if config.resize else ""),
         f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
+        f"Runs on: {ENGINE_NAMES[predictor.engine]}",
     ]
     if config.demo:
         lines.append(f"**Demo model**: {DEMO_NOTICE}")

@@ -64,6 +64,7 @@ class ModelConfig:
     validated: dict = field(default_factory=dict)
     warn_accuracy_drop: float = 0.05  # warn about inputs of a kind on which validation accuracy fell by more
     demo: bool = False  # trained on the built-in sample data: it says nothing about real photos
+    onnx_file: str = ""  # the network exported beside the weights for ONNX Runtime (engines.py); "" = none
 
     @classmethod
     def from_params(cls, params: Params) -> ModelConfig:

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from aivsreal.calibration import clip_confidence, probabilities
+from aivsreal.engines import OnnxNetwork, chosen_engine
 from aivsreal.images import load_image
 from aivsreal.input_range import input_warnings, refuse_if_too_small
 from aivsreal.model import ModelConfig, load_saved_model
@@ -19,15 +20,21 @@ from aivsreal.transforms import normalise_batch
 class Predictor:
     """A trained network plus the preprocessing it was trained with."""
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig):
-        self.model = model.eval()
+    def __init__(self, model: torch.nn.Module, config: ModelConfig, network=None, engine: str = "torch"):
+        self.model = model.eval()  # PyTorch, always: Grad-CAM needs its gradients
+        self.network = network or self.model  # what predictions run on: the model, or its ONNX Runtime twin
+        self.engine = engine  # "torch" | "onnx"
         self.config = config
         self.transform = config.eval_transform()  # one image -> normalised tensor (Grad-CAM, the app)
         self.geometry = config.eval_geometry()
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> Predictor:
-        return cls(*load_saved_model(Path(folder)))
+        """A saved model, on ONNX Runtime when it has an exported graph (engines.chosen_engine)."""
+        model, config = load_saved_model(Path(folder))
+        engine = chosen_engine(Path(folder), config.onnx_file)
+        network = OnnxNetwork(Path(folder) / config.onnx_file) if engine == "onnx" else None
+        return cls(model, config, network, engine)
 
     @property
     def class_names(self) -> list[str]:
@@ -58,9 +65,9 @@ class Predictor:
 
     def forward(self, batch: torch.Tensor) -> np.ndarray:
         """Logits of a normalised batch; with `tta_hflip`, averaged with those of the mirrored batch."""
-        logits = self.model(batch)
+        logits = self.network(batch)
         if self.config.tta_hflip:
-            logits = (logits + self.model(batch.flip(-1))) / 2
+            logits = (logits + self.network(batch.flip(-1))) / 2
         return logits.numpy()
 
     def predict_proba(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from aivsreal.engines import ONNX_FILE
 from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE
 from aivsreal.predictor import Predictor
 
@@ -19,7 +20,7 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
     return mlflow.pyfunc.log_model(
         name="model",
         python_model=str(ENTRY_FILE),
-        artifacts={"weights": str(model_dir / WEIGHTS_FILE), "config": str(model_dir / CONFIG_FILE)},
+        artifacts=model_files(model_dir),
         code_paths=[str(PACKAGE)],
         signature=signature,
         input_example=input_example,
@@ -28,11 +29,24 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
     )
 
 
+def model_files(model_dir: Path) -> dict[str, str]:
+    """The saved-model files the pyfunc carries: weights and config, and the ONNX graph when exported."""
+    files = {"weights": model_dir / WEIGHTS_FILE, "config": model_dir / CONFIG_FILE, "onnx": model_dir / ONNX_FILE}
+    return {name: str(path) for name, path in files.items() if name != "onnx" or path.is_file()}
+
+
 def pip_requirements() -> list[str]:
     """What a served copy of the model needs; versions match the training environment."""
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
-    return [f"{name}=={version(name)}" for name in ("torch", "torchvision", "mlflow", "pillow", "pandas", "numpy")]
+    names = ["torch", "torchvision", "mlflow", "pillow", "pandas", "numpy", "onnxruntime"]
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:  # onnxruntime is optional: without it the model runs on PyTorch
+            continue
+    return pins
 
 
 def download_model(model_uri: str, folder: Path | None = None) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -24,9 +25,11 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, DataType, Schema
 from mlflow.types.schema import Array
 
+from aivsreal.engines import ENGINE_NAMES
 from aivsreal.images import BadImageError
 from aivsreal.predictor import Predictor
 
+log = logging.getLogger(__name__)
 INPUT_COLUMN = "image"
 MAX_IMAGES_PER_REQUEST = 256
 
@@ -80,6 +83,7 @@ class AiVsRealModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         self.predictor = Predictor.from_dir(Path(context.artifacts["config"]).parent)
+        log.info("model loaded; predictions run on %s", ENGINE_NAMES[self.predictor.engine])
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if not isinstance(model_input, pd.DataFrame) or INPUT_COLUMN not in model_input.columns:

@@ -1,0 +1,85 @@
+"""ONNX Runtime behind Predictor: the exported graph answers like PyTorch, is chosen by default when
+present, and AIVSREAL_ENGINE forces either engine."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from helpers_images import random_image
+
+from aivsreal.engines import ENGINE_ENV, ONNX_FILE, export_onnx
+from aivsreal.model import ModelConfig, load_saved_model, save_model
+from aivsreal.predictor import Predictor
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_model_dir):
+    """The tiny saved model with its ONNX graph beside it, as the train stage leaves it."""
+    folder = tmp_path_factory.mktemp("exported")
+    model, config = load_saved_model(tiny_model_dir)
+    config.onnx_file = export_onnx(model, config.eval_crop, folder).name
+    save_model(model, config, folder)
+    return folder
+
+
+def faces(n: int = 12):
+    return [random_image((40 + 3 * i, 36 + 2 * i), seed=i) for i in range(n)]
+
+
+def test_onnx_runtime_answers_like_pytorch_and_is_the_default(exported, monkeypatch):
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    fast = Predictor.from_dir(exported)
+    monkeypatch.setenv(ENGINE_ENV, "torch")
+    eager = Predictor.from_dir(exported)
+    assert (fast.engine, eager.engine) == ("onnx", "torch")
+    images = faces()
+    p_fast, p_eager = fast.predict_proba(images, batch_size=5), eager.predict_proba(images, batch_size=5)
+    assert np.abs(p_fast - p_eager).max() <= 1e-4  # the issue's bar: same answers
+    assert fast.labels(p_fast) == eager.labels(p_eager)
+
+
+def test_a_model_without_a_graph_runs_on_pytorch_and_forcing_onnx_says_why(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    assert ModelConfig.read(tiny_model_dir).onnx_file == "" and Predictor.from_dir(tiny_model_dir).engine == "torch"
+    monkeypatch.setenv(ENGINE_ENV, "onnx")
+    with pytest.raises(RuntimeError, match="no exported ONNX graph"):
+        Predictor.from_dir(tiny_model_dir)
+    monkeypatch.setenv(ENGINE_ENV, "fastest")
+    with pytest.raises(ValueError, match="auto, torch, onnx"):
+        Predictor.from_dir(tiny_model_dir)
+
+
+def test_a_config_naming_a_missing_graph_falls_back_to_pytorch(exported, tmp_path, monkeypatch):
+    """A copy that lost model.onnx (copied by hand, an older download) still answers, on PyTorch."""
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(exported, copy)
+    (copy / ONNX_FILE).unlink()
+    assert Predictor.from_dir(copy).engine == "torch"
+
+
+def test_grad_cam_still_runs_on_pytorch_when_predictions_use_onnx(exported, monkeypatch):
+    from aivsreal.explain import grad_cam
+
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    predictor = Predictor.from_dir(exported)
+    heatmap, _ = grad_cam(predictor, faces(1)[0], class_index=0)
+    assert predictor.engine == "onnx" and np.isfinite(heatmap).all() and heatmap.max() <= 1.0
+
+
+def test_the_app_answers_through_onnx_runtime_and_says_so(exported, monkeypatch):
+    from conftest import PROJECT, png_bytes
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    monkeypatch.setenv("AIVSREAL_MODEL", str(exported))
+    app = AppTest.from_file(str(PROJECT / "webapp" / "app.py"), default_timeout=120)
+    app.run()
+    app.file_uploader[0].set_value([("face.png", png_bytes(1), "image/png")]).run()
+    assert not app.exception, app.exception
+    assert "Runs on: ONNX Runtime" in " ".join(m.value for m in app.sidebar.markdown)
+    assert app.subheader[0].value.startswith("Verdict:") and "Grad-CAM" in app.get("image")[0].captions[0]
