@@ -69,8 +69,10 @@ def scored(store, image_folder, tmp_path_factory) -> tuple[subprocess.CompletedP
 def test_every_image_file_gets_exactly_one_row_under_its_plain_path(scored, image_folder):
     _, table = scored
     _, good, bad = image_folder
-    assert list(table.columns) == ["path", "label", "p_ai", "p_real", "warnings", "error"]
+    assert list(table.columns) == ["path", "label", "p_ai", "p_real", "warnings", "engine", "error"]
     assert sorted(table["path"]) == sorted(str(p) for p in [*good, *bad])
+    scored_rows = table[table["error"].isna()]
+    assert set(scored_rows["engine"]) == {"torch"}  # which engine answered: this tiny model has no ONNX graph
 
 
 @needs_java

@@ -83,3 +83,46 @@ def test_the_app_answers_through_onnx_runtime_and_says_so(exported, monkeypatch)
     assert not app.exception, app.exception
     assert "Runs on: ONNX Runtime" in " ".join(m.value for m in app.sidebar.markdown)
     assert app.subheader[0].value.startswith("Verdict:") and "Grad-CAM" in app.get("image")[0].captions[0]
+
+
+def test_the_cli_and_a_real_mlflow_server_answer_through_onnx_and_forcing_pytorch_agrees(
+    exported, tmp_path, monkeypatch
+):
+    import base64
+    import json
+    import subprocess
+    import sys
+
+    import requests
+    from conftest import champion_store, free_port, isolated_env, png_bytes, running_server
+
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    image = tmp_path / "face.png"
+    image.write_bytes(png_bytes(3))
+    answers = {}
+    for engine in ("auto", "torch"):
+        env = isolated_env(**{ENGINE_ENV: engine})
+        done = subprocess.run(
+            [sys.executable, "-m", "aivsreal.serving.cli", "--json", "--model", str(exported), str(image)],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        answers[f"cli-{engine}"] = json.loads(done.stdout.splitlines()[0])
+
+    uri = champion_store(tmp_path, exported)
+    payload = {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(png_bytes(3)).decode()]]}}
+    for engine in ("auto", "torch"):
+        port = free_port()
+        command = ["mlflow", "models", "serve", "-m", "models:/ai-vs-real@champion", "--env-manager", "local",
+                   "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+        env = isolated_env(MLFLOW_TRACKING_URI=uri, **{ENGINE_ENV: engine})
+        with running_server(command, port, "/ping", tmp_path, env, timeout=120) as url:
+            reply = requests.post(f"{url}/invocations", json=payload, timeout=60)
+            assert reply.status_code == 200, reply.text
+            answers[f"server-{engine}"] = reply.json()["predictions"][0]
+
+    assert answers["cli-auto"]["engine"] == answers["server-auto"]["engine"] == "onnx"
+    assert answers["cli-torch"]["engine"] == answers["server-torch"]["engine"] == "torch"
+    for where in ("cli", "server"):
+        fast, eager = answers[f"{where}-auto"], answers[f"{where}-torch"]
+        assert abs(fast["p_ai"] - eager["p_ai"]) <= 1e-4 and fast["label"] == eager["label"], where

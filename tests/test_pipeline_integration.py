@@ -222,6 +222,7 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
         for p in predictions:
             assert p["label"] in ("ai", "real") and abs(p["p_ai"] + p["p_real"] - 1) < 1e-6
             assert isinstance(p["warnings"], list) and 1e-4 - 1e-12 <= p["p_ai"] <= 0.9999 + 1e-12
+            assert p["engine"] == "onnx"  # the pipeline's model carries its ONNX graph: ONNX Runtime answers
 
         cli = run([sys.executable, "-m", "aivsreal.serving.cli", "--json", "--model", "models:/ai-vs-real@champion",
                    *map(str, images)], repo, env)  # fmt: skip

@@ -84,14 +84,16 @@ class Predictor:
         return [names[i] for i in probabilities.argmax(axis=1)]
 
     def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
-        """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...]}, ...] in input order;
-        `warnings` (input_range.py) says when an input lies outside what the model was validated on."""
+        """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ...}, ...] in input order;
+        `warnings` (input_range.py) says when an input lies outside what the model was validated on,
+        `engine` which engine computed the answer ("onnx" or "torch")."""
         probabilities = self.predict_proba(images, batch_size)
         return [
             {
                 "label": label,
                 **{f"p_{name}": float(p) for name, p in zip(self.class_names, row)},
                 "warnings": input_warnings(image, self.config),
+                "engine": self.engine,
             }
             for label, row, image in zip(self.labels(probabilities), probabilities, images)
         ]

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per line")
-    output.add_argument("--csv", action="store_true", help="print CSV: path, label, p_<class>..., warnings")
+    output.add_argument("--csv", action="store_true", help="print CSV: path, label, p_<class>..., warnings, engine")
     args = parser.parse_args(argv)
 
     from aivsreal.images import BadImageError
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     failures = len(skipped)
     writer = None
     if args.csv:
-        fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings"]
+        fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings", "engine"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
     from tqdm import tqdm
