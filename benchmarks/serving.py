@@ -1,9 +1,11 @@
-"""Serving latency: one image through a real `mlflow models serve` against the raw forward pass.
+"""Serving latency: one image through a real `mlflow models serve` against the raw forward pass, on
+eager PyTorch and on ONNX Runtime in the same run (AIVSREAL_ENGINE set for each server).
 
     python benchmarks/serving.py             # serves the champion (models:/ai-vs-real@champion) from ./mlflow.db
     python benchmarks/serving.py --image ../shared/facebench/dev/ai/fake_1.png   # after `make facebench`
 
-Target (issue 5): median request time <= raw single-image forward time + 30 ms.
+Targets: median request time <= raw single-image forward time + 30 ms on PyTorch (issue 5), + 15 ms on
+ONNX Runtime (issue 16).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 import requests
 import torch
 
+from aivsreal.engines import ENGINE_ENV
 from aivsreal.serving.artifacts import load_predictor
 from aivsreal.tracking import default_model_uri
 
@@ -31,27 +34,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="model URI to serve (default: the champion, tracking.default_model_uri())")
-    parser.add_argument("--image", type=Path, help="image to send (default: the first sample AI face)")
-    args = parser.parse_args()
-    model_uri = args.model or default_model_uri()
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
-    image_path = args.image or next(Path("data/sample/ai").glob("*.png"))
-    predictor = load_predictor(model_uri)  # the very model the server loads
-    tensor = predictor.transform(predictor.load(image_path)).unsqueeze(0)
+def forward_times(predictor, tensor) -> list[float]:
+    """Milliseconds of 50 single-image forward passes on the predictor's engine (after one warm-up)."""
     with torch.inference_mode():
-        predictor.model(tensor)
-        forward_ms = []
+        predictor.network(tensor)
+        times = []
         for _ in range(50):
             started = time.perf_counter()
-            predictor.model(tensor)
-            forward_ms.append((time.perf_counter() - started) * 1000)
+            predictor.network(tensor)
+            times.append((time.perf_counter() - started) * 1000)
+    return times
 
+
+def request_times(model_uri: str, image_path: Path, engine: str) -> list[float]:
+    """Milliseconds of 100 one-image requests to a real `mlflow models serve` running on `engine`."""
     port = free_port()
-    env = dict(os.environ)
+    env = dict(os.environ, **{ENGINE_ENV: engine})
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env["PATH"]
     server = subprocess.Popen(
         ["mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
@@ -70,26 +68,48 @@ def main() -> None:
         }
         session = requests.Session()  # keep-alive, as a real client would
         for _ in range(5):
-            session.post(f"{url}/invocations", json=payload).raise_for_status()
-        request_ms = []
+            answer = session.post(f"{url}/invocations", json=payload)
+            answer.raise_for_status()
+        assert answer.json()["predictions"][0]["engine"] == engine, answer.text  # the engine asked for answered
+        times = []
         for _ in range(100):
             started = time.perf_counter()
             session.post(f"{url}/invocations", json=payload).raise_for_status()
-            request_ms.append((time.perf_counter() - started) * 1000)
+            times.append((time.perf_counter() - started) * 1000)
+        return times
     finally:
         server.terminate()
         server.wait(timeout=15)
-    forward = statistics.median(forward_ms)
-    median = statistics.median(request_ms)
-    p99 = sorted(request_ms)[98]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="model URI to serve (default: the champion, tracking.default_model_uri())")
+    parser.add_argument("--image", type=Path, help="image to send (default: the first sample AI face)")
+    args = parser.parse_args()
+    model_uri = args.model or default_model_uri()
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+    image_path = args.image or next(Path("data/sample/ai").glob("*.png"))
+    rows = []
+    for engine, slack in (("torch", 30), ("onnx", 15)):  # targets: issue 5 (PyTorch), issue 16 (ONNX Runtime)
+        os.environ[ENGINE_ENV] = engine
+        predictor = load_predictor(model_uri)  # the very model the server loads, on the same engine
+        tensor = predictor.transform(predictor.load(image_path)).unsqueeze(0)
+        forward, served = forward_times(predictor, tensor), request_times(model_uri, image_path, engine)
+        rows.append((engine, forward, served, slack))
+    os.environ.pop(ENGINE_ENV)
     config = predictor.config
     print(f"# {model_uri}, image {image_path} ({config.eval_crop} px network input, filter {config.input_filter}), "
           f"{torch.get_num_threads()} threads")  # fmt: skip
-    print("| measurement | median ms | p99 ms | target |")
-    print("|---|---|---|---|")
-    print(f"| raw single-image forward | {forward:.1f} | {sorted(forward_ms)[49]:.1f} | |")
-    print(f"| request through mlflow models serve | {median:.1f} | {p99:.1f} | <= {forward + 30:.1f} (forward + 30) |")
-    print(f"| overhead (median request - median forward) | {median - forward:.1f} | | <= 30 |")
+    print("| engine | measurement | median ms | p99 ms | target |")
+    print("|---|---|---|---|---|")
+    for engine, forward_ms, request_ms, slack in rows:
+        forward, median = statistics.median(forward_ms), statistics.median(request_ms)
+        print(f"| {engine} | raw single-image forward | {forward:.1f} | {sorted(forward_ms)[49]:.1f} | |")
+        print(f"| {engine} | request through mlflow models serve | {median:.1f} | {sorted(request_ms)[98]:.1f} | "
+              f"<= {forward + slack:.1f} (forward + {slack}) |")  # fmt: skip
+        print(f"| {engine} | overhead (median request - median forward) | {median - forward:.1f} | | <= {slack} |")
 
 
 if __name__ == "__main__":
