@@ -14,7 +14,7 @@ from aivsreal.model import INPUT_FILTERS
 from aivsreal.report import Alert, Figure, Heading, Paragraph, Table, to_html, to_markdown
 from pipeline import stage
 from pipeline.mlflow_run import training_run
-from pipeline.paths import METRICS, MODEL_DIR, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_data, read_metrics
+from pipeline.paths import METRICS, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_data, read_metrics
 
 log = logging.getLogger("pipeline.report")
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     mistakes = confident_mistakes(predictions, params.data.class_names, params.evaluate.gallery_size)
     plots.save(plots.gallery_figure(_gallery(mistakes, params.data.class_names[0])), figures / "mistakes.png")
 
-    blocks = build_blocks(params, split, trained, tested, figures) + field_blocks(
+    blocks = build_blocks(params, split, trained, tested, run_info["model_digest"], figures) + field_blocks(
         params, tested, robustness, mistakes, figures
     )
     (REPORTS / "report.md").write_text(to_markdown(blocks, REPORTS))
@@ -168,7 +168,7 @@ def field_blocks(params, tested, robustness, mistakes, figures):
     return blocks  # fmt: skip
 
 
-def build_blocks(params, split, trained, tested, figures):
+def build_blocks(params, split, trained, tested, digest: str, figures):
     class_names = params.data.class_names
     counts = split["counts"]
     seed = params.report.seed_accuracy
@@ -179,7 +179,7 @@ def build_blocks(params, split, trained, tested, figures):
         Heading(params.report.title, 1),
         *demo,
         Paragraph(
-            f"Model {params.mlflow.registered_model}, weights digest `{tracking.model_digest(MODEL_DIR)[:16]}` "
+            f"Model {params.mlflow.registered_model}, weights digest `{digest[:16]}` "
             f"(the training run's MLflow tag `{tracking.MODEL_DIGEST_TAG}`; its version number and run: "
             f"`python -m pipeline.summary` or `make ui`). Pretrained weights used: {trained['pretrained_used']}. "
             f"Promoted to @champion: {'yes' if tested['promoted'] else 'no'} "

@@ -149,18 +149,19 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     result.config.onnx_file = export_onnx(result.model, result.config.eval_crop, MODEL_DIR).name
     save_model(result.model, result.config, MODEL_DIR)
     # evaluate and report find this run by the weights' digest: no run id or version in a git-tracked output
-    _warn_if_registered_before(params)
-    mlflow.set_tag(tracking.MODEL_DIGEST_TAG, tracking.model_digest(MODEL_DIR))
+    digest = tracking.model_digest(MODEL_DIR)
+    _warn_if_registered_before(params, digest)
+    mlflow.set_tag(tracking.MODEL_DIGEST_TAG, digest)
     example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
     info = log_pyfunc_model(MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model)
     return info, result, best, calibrated
 
 
-def _warn_if_registered_before(params) -> None:
+def _warn_if_registered_before(params, digest: str) -> None:
     """Identical weights (same data, params and seed) leave the evaluate stage's inputs unchanged, so
     `dvc repro` will not evaluate or promote the version about to be registered: say so and how."""
     try:
-        earlier = tracking.training_run(MODEL_DIR, params.mlflow.experiment, params.mlflow.registered_model)
+        earlier = tracking.training_run(MODEL_DIR, params.mlflow.experiment, params.mlflow.registered_model, digest)
     except RuntimeError:
         return
     log.warning(

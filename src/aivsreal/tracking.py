@@ -222,14 +222,15 @@ def model_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def training_run(model_dir: Path, experiment: str, registered_model: str) -> dict:
-    """The newest finished run of `experiment` tagged with `model_dir`'s digest (MODEL_DIGEST_TAG), and
-    the version of `registered_model` it registered; fails clearly when the store has no such run.
+def training_run(model_dir: Path, experiment: str, registered_model: str, digest: str | None = None) -> dict:
+    """The newest finished run of `experiment` tagged with `model_dir`'s digest (MODEL_DIGEST_TAG; pass
+    `digest` when it is already computed), the version of `registered_model` it registered, and the
+    digest; fails clearly when the store has no such run.
 
     Restored by DVC's run cache, the weights still find the run that trained them."""
     if not Path(model_dir).is_dir() or not any(Path(model_dir).iterdir()):
         raise FileNotFoundError(f"{model_dir} holds no trained model: run the train stage first (`dvc repro train`)")
-    digest = model_digest(model_dir)
+    digest = digest or model_digest(model_dir)
     client = MlflowClient()
     found = client.get_experiment_by_name(experiment)
     runs = []
@@ -259,6 +260,7 @@ def training_run(model_dir: Path, experiment: str, registered_model: str) -> dic
         "registered_model": registered_model,
         "model_version": version,
         "model_uri": f"models:/{registered_model}/{version}",
+        "model_digest": digest,
     }
 
 
