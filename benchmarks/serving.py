@@ -1,11 +1,12 @@
 """Serving latency: one image through a real `mlflow models serve` against the raw forward pass, on
-eager PyTorch and on ONNX Runtime in the same run (AIVSREAL_ENGINE set for each server).
+eager PyTorch, ONNX Runtime and (for a model trained with `model.int8: true`) ONNX Runtime int8, in the
+same run (AIVSREAL_ENGINE set for each server).
 
     python benchmarks/serving.py             # serves the champion (models:/ai-vs-real@champion) from ./mlflow.db
     python benchmarks/serving.py --image ../shared/facebench/dev/ai/fake_1.png   # after `make facebench`
 
 Targets: median request time <= raw single-image forward time + 30 ms on PyTorch (issue 5), + 15 ms on
-ONNX Runtime (issue 16).
+ONNX Runtime (issue 16), float or int8.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import requests
 import torch
+from timing import call_seconds, percentile  # benchmarks/timing.py
 
 from aivsreal.engines import ENGINE_ENV
 from aivsreal.serving.artifacts import load_predictor
@@ -35,15 +37,9 @@ def free_port() -> int:
 
 
 def forward_times(predictor, tensor) -> list[float]:
-    """Milliseconds of 50 single-image forward passes on the predictor's engine (after one warm-up)."""
+    """Milliseconds of 100 single-image forward passes on the predictor's engine (after one warm-up)."""
     with torch.inference_mode():
-        predictor.network(tensor)
-        times = []
-        for _ in range(50):
-            started = time.perf_counter()
-            predictor.network(tensor)
-            times.append((time.perf_counter() - started) * 1000)
-    return times
+        return [1000 * seconds for seconds in call_seconds(lambda: predictor.network(tensor), 100)]
 
 
 def request_times(model_uri: str, image_path: Path, engine: str) -> list[float]:
@@ -71,12 +67,11 @@ def request_times(model_uri: str, image_path: Path, engine: str) -> list[float]:
             answer = session.post(f"{url}/invocations", json=payload)
             answer.raise_for_status()
         assert answer.json()["predictions"][0]["engine"] == engine, answer.text  # the engine asked for answered
-        times = []
-        for _ in range(100):
-            started = time.perf_counter()
+
+        def post():
             session.post(f"{url}/invocations", json=payload).raise_for_status()
-            times.append((time.perf_counter() - started) * 1000)
-        return times
+
+        return [1000 * seconds for seconds in call_seconds(post, 100, warmup=0)]
     finally:
         server.terminate()
         server.wait(timeout=15)
@@ -92,7 +87,10 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     image_path = args.image or next(Path("data/sample/ai").glob("*.png"))
     rows = []
-    for engine, slack in (("torch", 30), ("onnx", 15)):  # targets: issue 5 (PyTorch), issue 16 (ONNX Runtime)
+    engines = [("torch", 30), ("onnx", 15)]  # targets: issue 5 (PyTorch), issue 16 (ONNX Runtime)
+    if load_predictor(model_uri).config.int8_file:
+        engines.append(("onnx-int8", 15))
+    for engine, slack in engines:
         os.environ[ENGINE_ENV] = engine
         predictor = load_predictor(model_uri)  # the very model the server loads, on the same engine
         tensor = predictor.transform(predictor.load(image_path)).unsqueeze(0)
@@ -106,8 +104,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for engine, forward_ms, request_ms, slack in rows:
         forward, median = statistics.median(forward_ms), statistics.median(request_ms)
-        print(f"| {engine} | raw single-image forward | {forward:.1f} | {sorted(forward_ms)[49]:.1f} | |")
-        print(f"| {engine} | request through mlflow models serve | {median:.1f} | {sorted(request_ms)[98]:.1f} | "
+        print(f"| {engine} | raw single-image forward | {forward:.1f} | {percentile(forward_ms, 99):.1f} | |")
+        print(f"| {engine} | request through mlflow models serve | {median:.1f} | {percentile(request_ms, 99):.1f} | "
               f"<= {forward + slack:.1f} (forward + {slack}) |")  # fmt: skip
         print(f"| {engine} | overhead (median request - median forward) | {median - forward:.1f} | | <= {slack} |")
 

@@ -5,35 +5,31 @@
 
 Prints a table; the numbers in benchmarks/RESULTS.md come from it. Each ratio compares two
 measurements taken in the same run on the same machine, so the machine's speed cancels out.
+Inference is measured on each engine (eager PyTorch, ONNX Runtime, ONNX Runtime int8) in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import mean_seconds, median_seconds  # benchmarks/timing.py
 from torch.utils.data import DataLoader
 
-from aivsreal.model import ModelConfig, build_model, set_trainable
+from aivsreal.engines import ENGINE_ENV, export_onnx, quantize_int8
+from aivsreal.model import ModelConfig, build_model, save_model, set_trainable
 from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
 from aivsreal.split import scan_dataset
 from aivsreal.training import ManifestDataset, backbone_features, seed_everything, train
 from aivsreal.transforms import build_transforms
-
-
-def timed(step, repeats: int) -> float:
-    """Seconds per call of `step`, after one warm-up call."""
-    step()
-    started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
 
 
 def model_of(params: Params) -> torch.nn.Module:
@@ -70,29 +66,41 @@ def training_throughput(rows, params: Params, batches: int) -> tuple[float, floa
     pipeline = seen / (time.perf_counter() - started)
     inputs = torch.randn(p.batch_size, 3, p.image_size, p.image_size)
     targets = torch.randint(0, 2, (p.batch_size,))
-    raw = p.batch_size / timed(lambda: step(inputs, targets), batches)
+    raw = p.batch_size / mean_seconds(lambda: step(inputs, targets), batches)
     return pipeline, raw
 
 
-def inference_throughput(paths, params: Params, repeats: int) -> tuple[float, float, float]:
-    """(Predictor images/s from files incl. decoding, raw forward images/s, raw single-image ms)."""
+def inference_throughput(paths, params: Params, repeats: int) -> dict[str, tuple[float, float, float]]:
+    """Per engine: (Predictor images/s from files incl. decoding, raw forward images/s, raw single-image ms)."""
     config = ModelConfig.from_params(params)
     model = model_of(params)
-    predictor = Predictor(model, config)
-    size = config.eval_crop
     batch = params.evaluate.batch_size
     paths = (paths * (batch // max(len(paths), 1) + 1))[:batch]
+    size = config.eval_crop
+    inputs, one = torch.randn(batch, 3, size, size), torch.randn(1, 3, size, size)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:  # the saved model as the train stage leaves it, int8 graph included
+        folder = Path(tmp)
+        config.onnx_file = export_onnx(model, size, folder).name
+        save_model(model, config, folder)
+        base = Predictor(model, config)
+        calibration = [b.numpy() for b in base.input_batches(base.load_many(paths), batch_size=16)]
+        config.int8_file = quantize_int8(folder, config.onnx_file, calibration, config.input_filter).name
+        save_model(model, config, folder)
+        for engine in ("torch", "onnx", "onnx-int8"):
+            os.environ[ENGINE_ENV] = engine
+            predictor = Predictor.from_dir(folder)
 
-    def from_files():
-        predictor.predict_proba(predictor.load_many(paths), batch)
+            def from_files(predictor=predictor):
+                predictor.predict_proba(predictor.load_many(paths), batch)
 
-    pipeline = batch / timed(from_files, repeats)
-    inputs = torch.randn(batch, 3, size, size)
-    with torch.inference_mode():
-        raw = batch / timed(lambda: model(inputs), repeats)
-        one = torch.randn(1, 3, size, size)
-        single_ms = statistics.median(timed(lambda: model(one), 1) for _ in range(20)) * 1000
-    return pipeline, raw, single_ms
+            pipeline = batch / mean_seconds(from_files, repeats)
+            with torch.inference_mode():
+                raw = batch / mean_seconds(lambda predictor=predictor: predictor.network(inputs), repeats)
+                single_ms = median_seconds(lambda predictor=predictor: predictor.network(one), 20) * 1000
+            results[engine] = (pipeline, raw, single_ms)
+        os.environ.pop(ENGINE_ENV)
+    return results
 
 
 def frozen_backbone(rows, params: Params) -> tuple[float, float]:
@@ -135,17 +143,25 @@ def main() -> None:
           f"inference crop {ModelConfig.from_params(params).eval_crop}, input_filter {params.model.input_filter}, "
           f"batch {p.batch_size}, finetune {p.finetune}, num_workers {p.num_workers}")  # fmt: skip
     train_pipeline, train_raw = training_throughput(rows, params, args.batches)
-    infer_pipeline, infer_raw, single_ms = inference_throughput([r["path"] for r in rows], params, 5)
+    inference = inference_throughput([r["path"] for r in rows], params, 5)
     print("| measurement | pipeline img/s | raw img/s | ratio | target |")
     print("|---|---|---|---|---|")
     print(f"| training (decode + augment + fwd/bwd) | {train_pipeline:.1f} | {train_raw:.1f} | "
           f"{train_pipeline / train_raw:.2f} | >= 0.9 |")  # fmt: skip
-    print(f"| batch inference (decode + fwd) | {infer_pipeline:.1f} | {infer_raw:.1f} | "
-          f"{infer_pipeline / infer_raw:.2f} | >= 0.9 |")  # fmt: skip
+    for engine, (infer_pipeline, infer_raw, _) in inference.items():
+        print(f"| batch inference (decode + fwd), {engine} | {infer_pipeline:.1f} | {infer_raw:.1f} | "
+              f"{infer_pipeline / infer_raw:.2f} | >= 0.9 |")  # fmt: skip
     forward_pass, head_epoch = frozen_backbone(rows, params)
-    print(f"| raw single-image forward | | | {single_ms:.1f} ms | (serving budget: + 30 ms) |")
+    for engine, (_, _, single_ms) in inference.items():
+        print(f"| raw single-image forward, {engine} | | | {single_ms:.1f} ms | (serving budget: + 30 ms) |")
     print(f"| frozen backbone: head-only epoch vs one forward pass over train ({forward_pass:.2f} s) | "
           f"{head_epoch:.3f} s | | {head_epoch / forward_pass:.3f} | < 0.05 |")  # fmt: skip
+    eager = inference["torch"]
+    for engine in ("onnx", "onnx-int8"):
+        fast = inference[engine]
+        print(f"{engine} / torch, same run: batch from files {fast[0] / eager[0]:.2f}x, raw batch "
+              f"{fast[1] / eager[1]:.2f}x, single image {eager[2] / fast[2]:.2f}x")  # fmt: skip
+    print("(targets, issue 16: >= 2.5x batches, >= 2x single images)")
 
 
 if __name__ == "__main__":

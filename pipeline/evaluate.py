@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         stage.write_json(METRICS / name, content)
     write_plot_tables(result)
     figures = draw_figures(result, predictor.class_names)
-    log_to_run(run_info, result, figures, predictor.class_names, gate)
+    log_to_run(run_info, result, figures, predictor.class_names, gate, predictor.engine)
     for name, figure in figures.items():
         plots.save(figure, PLOTS / name)
     _log_outcome(result.metrics, run_info, gate)
@@ -71,8 +71,11 @@ def draw_figures(result: Evaluation, class_names: list[str]) -> dict:
     }
 
 
-def log_to_run(run_info: dict, result: Evaluation, figures: dict, class_names: list[str], gate: dict) -> None:
-    """Test metrics, figures and tables into the training run; the @champion alias if the gate passed."""
+def log_to_run(
+    run_info: dict, result: Evaluation, figures: dict, class_names: list[str], gate: dict, engine: str
+) -> None:
+    """Test metrics, figures and tables into the training run, tagged with the engine that computed
+    them (`evaluate_engine`: the one serving will use); the @champion alias if the gate passed."""
     promoted = result.metrics["promoted"]
     with mlflow.start_run(run_id=run_info["run_id"]):
         mlflow.log_metrics(_flat_test_metrics(result.metrics, class_names))
@@ -87,7 +90,8 @@ def log_to_run(run_info: dict, result: Evaluation, figures: dict, class_names: l
         mlflow.log_table(table, "evaluation/confusion_matrix.json")
         mlflow.log_table({k: [row[k] for row in result.robustness] for k in result.robustness[0]},
                          "evaluation/robustness.json")  # fmt: skip
-        mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_gate": json.dumps(gate)})
+        mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_gate": json.dumps(gate),
+                         "evaluate_engine": engine})  # fmt: skip
         if promoted:
             tracking.set_alias(run_info["registered_model"], run_info["model_version"])
 

@@ -17,11 +17,12 @@ import mlflow
 import pandas as pd
 
 from aivsreal import distributed, tracking
-from aivsreal.engines import export_onnx
-from aivsreal.fit_calibration import calibrate
+from aivsreal.engines import OnnxNetwork, export_onnx, quantize_int8
+from aivsreal.fit_calibration import calibrate, int8_accuracy_change
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
+from aivsreal.predictor import Predictor
 from aivsreal.serving.artifacts import log_pyfunc_model
 from aivsreal.serving.pyfunc import encode_image, signature
 from aivsreal.training import train
@@ -147,6 +148,10 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
         log.warning(DEMO_NOTICE)
     MODEL_DIR.mkdir(parents=True, exist_ok=True)  # the network also as an ONNX graph: ONNX Runtime serves it
     result.config.onnx_file = export_onnx(result.model, result.config.eval_crop, MODEL_DIR).name
+    if params.model.int8:
+        int8 = _quantize(result, val_rows, params.model)
+        mlflow.log_metrics(int8)
+        calibrated |= int8  # into metrics/train.json with the calibration
     save_model(result.model, result.config, MODEL_DIR)
     # evaluate and report find this run by the weights' digest: no run id or version in a git-tracked output
     digest = tracking.model_digest(MODEL_DIR)
@@ -155,6 +160,31 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
     info = log_pyfunc_model(MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model)
     return info, result, best, calibrated
+
+
+def _quantize(result, val_rows: list[dict], settings) -> dict:
+    """The int8 graph, its activation ranges calibrated on validation images preprocessed as at inference,
+    kept (config.int8_file) only if accuracy on the validation images and their wild copies falls by at
+    most `model.int8_max_drop` points against the float graph; the measured change either way."""
+    base = Predictor(result.model, result.config)
+    images = base.load_many([row["path"] for row in val_rows[: settings.int8_images]])
+    batches = [batch.numpy() for batch in base.input_batches(images, batch_size=16)]
+    path = quantize_int8(MODEL_DIR, result.config.onnx_file, batches, result.config.input_filter)
+    float_graph = Predictor(result.model, result.config, OnnxNetwork(MODEL_DIR / result.config.onnx_file), "onnx")
+    int8_graph = Predictor(result.model, result.config, OnnxNetwork(path), "onnx-int8")
+    change = int8_accuracy_change(float_graph, int8_graph, val_rows)
+    drop = change["int8_val_accuracy_drop_points"]
+    if drop <= settings.int8_max_drop:
+        result.config.int8_file = path.name
+        log.info("int8 graph %s kept: validation accuracy (wild copies pooled) %+.2f points against the float "
+                 "graph; calibrated on %d images", path.name, -drop, len(images))  # fmt: skip
+    else:
+        path.unlink()
+        log.warning(
+            "int8 graph dropped: validation accuracy (wild copies pooled) fell %.2f points (> model.int8_max_drop "
+            "%.2f); the model answers on the float ONNX graph", drop, settings.int8_max_drop,
+        )  # fmt: skip
+    return change | {"int8_kept": float(drop <= settings.int8_max_drop)}
 
 
 def _warn_if_registered_before(params, digest: str) -> None:

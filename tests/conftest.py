@@ -51,6 +51,19 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_onnx_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny saved model with its ONNX graph beside it, as the train stage leaves it (engines.py)."""
+    from aivsreal.engines import export_onnx
+    from aivsreal.model import load_saved_model, save_model
+
+    folder = tmp_path_factory.mktemp("tiny_onnx_model")
+    model, config = load_saved_model(tiny_model_dir)
+    config.onnx_file = export_onnx(model, config.eval_crop, folder).name
+    save_model(model, config, folder)
+    return folder
+
+
 def png_bytes(seed: int, size: int = 48) -> bytes:
     """A small real PNG file of noise."""
     import io

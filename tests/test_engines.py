@@ -9,25 +9,35 @@ import numpy as np
 import pytest
 from helpers_images import random_image
 
-from aivsreal.engines import ENGINE_ENV, ONNX_FILE, export_onnx
-from aivsreal.model import ModelConfig, load_saved_model, save_model
+from aivsreal.engines import ENGINE_ENV, ONNX_FILE, quantize_int8
+from aivsreal.model import ModelConfig, save_model
 from aivsreal.predictor import Predictor
 
 pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory, tiny_model_dir):
-    """The tiny saved model with its ONNX graph beside it, as the train stage leaves it."""
-    folder = tmp_path_factory.mktemp("exported")
-    model, config = load_saved_model(tiny_model_dir)
-    config.onnx_file = export_onnx(model, config.eval_crop, folder).name
-    save_model(model, config, folder)
+def exported(tiny_onnx_model_dir):
+    """The tiny saved model with its ONNX graph beside it, as the train stage leaves it (conftest)."""
+    return tiny_onnx_model_dir
+
+
+def faces(n: int = 12, seed: int = 0):
+    return [random_image((40 + 3 * i, 36 + 2 * i), seed=seed + i) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory, exported):
+    """The exported model with an int8 graph too, calibrated on other images than the tests score
+    (what the train stage does with `model.int8: true`, on validation images)."""
+    folder = tmp_path_factory.mktemp("int8")
+    shutil.copytree(exported, folder, dirs_exist_ok=True)
+    predictor = Predictor.from_dir(folder)
+    calibration = [batch.numpy() for batch in predictor.input_batches(faces(16, seed=100), batch_size=4)]
+    config = ModelConfig.read(folder)
+    config.int8_file = quantize_int8(folder, config.onnx_file, calibration).name
+    save_model(predictor.model, config, folder)
     return folder
-
-
-def faces(n: int = 12):
-    return [random_image((40 + 3 * i, 36 + 2 * i), seed=i) for i in range(n)]
 
 
 def test_onnx_runtime_answers_like_pytorch_and_is_the_default(exported, monkeypatch):
@@ -49,8 +59,33 @@ def test_a_model_without_a_graph_runs_on_pytorch_and_forcing_onnx_says_why(tiny_
     with pytest.raises(RuntimeError, match="no exported ONNX graph"):
         Predictor.from_dir(tiny_model_dir)
     monkeypatch.setenv(ENGINE_ENV, "fastest")
-    with pytest.raises(ValueError, match="auto, torch, onnx"):
+    with pytest.raises(ValueError, match="auto, torch, onnx, onnx-int8"):
         Predictor.from_dir(tiny_model_dir)
+
+
+def test_an_int8_graph_is_the_default_when_present_and_either_float_engine_can_be_forced(
+    quantized, exported, monkeypatch
+):
+    from aivsreal.serving.artifacts import model_files
+
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    int8 = Predictor.from_dir(quantized)
+    assert int8.engine == "onnx-int8" and Predictor.from_dir(exported).engine == "onnx"
+    monkeypatch.setenv(ENGINE_ENV, "onnx")
+    fp32 = Predictor.from_dir(quantized)
+    monkeypatch.setenv(ENGINE_ENV, "torch")
+    eager = Predictor.from_dir(quantized)
+    assert (fp32.engine, eager.engine) == ("onnx", "torch")
+    images = faces()
+    p_int8, p_fp32, p_eager = (p.predict_proba(images, batch_size=5) for p in (int8, fp32, eager))
+    assert np.abs(p_fp32 - p_eager).max() <= 1e-4  # forcing the float graph still gives PyTorch's answers
+    assert 0 < np.abs(p_int8 - p_fp32).max() <= 0.05  # int8 is a different, close computation
+    # the MLflow model carries the int8 graph, so a served copy answers with it too
+    assert set(model_files(quantized)) == {"weights", "config", "onnx", "int8"}
+    assert set(model_files(exported)) == {"weights", "config", "onnx"}
+    monkeypatch.setenv(ENGINE_ENV, "onnx-int8")
+    with pytest.raises(RuntimeError, match="no int8 graph"):
+        Predictor.from_dir(exported)
 
 
 def test_a_config_naming_a_missing_graph_falls_back_to_pytorch(exported, tmp_path, monkeypatch):
@@ -126,3 +161,25 @@ def test_the_cli_and_a_real_mlflow_server_answer_through_onnx_and_forcing_pytorc
     for where in ("cli", "server"):
         fast, eager = answers[f"{where}-auto"], answers[f"{where}-torch"]
         assert abs(fast["p_ai"] - eager["p_ai"]) <= 1e-4 and fast["label"] == eager["label"], where
+
+
+def test_int8_keeps_a_residual_input_filter_in_float(tmp_path):
+    """The noise residual reads differences of one grey level: quantising the filter's input to 8 bits
+    would erase them (a trained residual model fell from 97 % to 60 % test accuracy), so the filter's
+    nodes stay float and only the backbone after it is int8."""
+    import onnx
+
+    from aivsreal.engines import export_onnx
+    from aivsreal.model import build_model
+
+    config = ModelConfig(class_names=["ai", "real"], hidden=8, dropout=0.0, image_size=32, resize=32,
+                         input_filter="residual")  # fmt: skip
+    model, config.pretrained_used = build_model(config)
+    config.onnx_file = export_onnx(model, config.eval_crop, tmp_path).name
+    save_model(model, config, tmp_path)
+    predictor = Predictor(model, config)
+    calibration = [batch.numpy() for batch in predictor.input_batches(faces(8, seed=100), batch_size=4)]
+    graph = onnx.load(str(quantize_int8(tmp_path, config.onnx_file, calibration, config.input_filter)))
+    reads_pixels = [node for node in graph.graph.node if "pixels" in node.input]
+    assert [node.op_type for node in reads_pixels] == ["Conv"]  # the residual kernel, in float
+    assert any(node.op_type == "QLinearConv" for node in graph.graph.node)  # the backbone is int8

@@ -243,9 +243,11 @@ def test_unknown_input_filter_is_rejected():
 def test_batched_normalisation_matches_the_per_image_transform():
     """The predictor's fast batch path and the training/validation transform agree to float precision."""
     config = ModelConfig(["ai", "real"], hidden=8, dropout=0.0, image_size=24, resize=40, eval_size=32)
-    images = [random_image((60, 48), seed=i) for i in range(3)]
+    images = [random_image((60 + 4 * i, 48), seed=i) for i in range(5)]
     per_image = torch.stack([config.eval_transform()(image) for image in images])
-    geometry = config.eval_geometry()
-    batched = normalise_batch([geometry(image) for image in images], tuple(config.mean), tuple(config.std))
-    assert batched.shape == (3, 3, 32, 32) and batched.is_contiguous()
+    geometry, mean, std = config.eval_geometry(), tuple(config.mean), tuple(config.std)
+    batched = normalise_batch([geometry(image) for image in images], mean, std)
+    assert batched.shape == (5, 3, 32, 32) and batched.is_contiguous()
     torch.testing.assert_close(batched, per_image, atol=1e-5, rtol=0)
+    threaded = normalise_batch(images, mean, std, geometry, threads=3)  # resized in threads, same order
+    torch.testing.assert_close(threaded, per_image, atol=1e-5, rtol=0)

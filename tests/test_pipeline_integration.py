@@ -222,7 +222,7 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
         for p in predictions:
             assert p["label"] in ("ai", "real") and abs(p["p_ai"] + p["p_real"] - 1) < 1e-6
             assert isinstance(p["warnings"], list) and 1e-4 - 1e-12 <= p["p_ai"] <= 0.9999 + 1e-12
-            assert p["engine"] == "onnx"  # the pipeline's model carries its ONNX graph: ONNX Runtime answers
+            assert p["engine"] == "onnx-int8"  # the pipeline's model carries its int8 graph: ONNX Runtime runs it
 
         cli = run([sys.executable, "-m", "aivsreal.serving.cli", "--json", "--model", "models:/ai-vs-real@champion",
                    *map(str, images)], repo, env)  # fmt: skip
@@ -246,16 +246,34 @@ def test_served_champion_answers_images_and_rejects_bad_payloads(project):
             assert requests.get(f"{url}/ping").status_code == 200  # still serving
 
 
-def test_exp_run_temp_logs_into_the_project_store(project):
-    """`dvc exp run --temp` works in .dvc/tmp/exps: its run must land in the project's mlflow.db."""
+def test_exp_run_temp_logs_into_the_project_store_and_an_int8_graph_that_loses_accuracy_is_dropped(
+    project, monkeypatch
+):
+    """`dvc exp run --temp` works in .dvc/tmp/exps: its run must land in the project's mlflow.db. The
+    experiment also sets a `model.int8_max_drop` no int8 graph can meet: the train stage drops the graph,
+    says so, and the model answers on the float graph (the committed pipeline's answers on int8)."""
+    from aivsreal.engines import ENGINE_ENV
+    from aivsreal.serving.artifacts import load_predictor
+
     repo, env = project["repo"], project["env"]
     client = MlflowClient(project["uri"])
     experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
     before = {r.info.run_id for r in client.search_runs([experiment_id])}
-    run(["dvc", "exp", "run", "--temp", "-S", "train.lr=0.001"], repo, env)
+    output = run(["dvc", "exp", "run", "--temp", "-S", "train.lr=0.001", "-S", "model.int8_max_drop=-100"], repo, env)
     new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
     assert len(new) == 1 and new[0].data.params["train.lr"] == "0.001"
     assert not (repo / ".dvc/tmp/exps").exists() or not list((repo / ".dvc/tmp/exps").rglob("mlflow.db"))
+
+    assert "int8 graph dropped" in output and new[0].data.metrics["int8_kept"] == 0
+    assert new[0].data.tags["evaluate_engine"] == "onnx"  # its test metrics are those of what serves
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project["uri"])
+    monkeypatch.delenv(ENGINE_ENV, raising=False)
+    dropped = load_predictor(f"runs:/{new[0].info.run_id}/model")
+    assert dropped.engine == "onnx" and dropped.config.int8_file == ""
+    kept = load_predictor(repo / "models/model")  # the committed params keep it (int8_max_drop 100 in TINY)
+    assert kept.engine == "onnx-int8" and (repo / "models/model" / kept.config.int8_file).is_file()
+    monkeypatch.setenv(ENGINE_ENV, "onnx")  # the float graph is still there to choose
+    assert load_predictor(repo / "models/model").engine == "onnx"
 
 
 def test_exp_run_under_torchrun_trains_on_two_processes_and_logs_once(project):

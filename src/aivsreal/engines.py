@@ -1,9 +1,12 @@
 """Where the network runs: eager PyTorch, or ONNX Runtime on the graph exported beside the weights.
 
 The train stage exports the network (input filter included) to `model.onnx` in the saved-model
-folder and `ModelConfig.onnx_file` names it. `Predictor.from_dir` then runs it on ONNX Runtime when
-the file is there and `onnxruntime` is installed, else on PyTorch; AIVSREAL_ENGINE=torch or =onnx
-forces one. Preprocessing is the same for both (Predictor's), and Grad-CAM always uses PyTorch.
+folder and `ModelConfig.onnx_file` names it; with `model.int8: true` it also writes an int8 copy
+(`model.int8.onnx`, ONNX Runtime static quantisation calibrated on validation images), named by
+`ModelConfig.int8_file`; the train stage keeps it only if validation accuracy holds (`model.int8_max_drop`).
+`Predictor.from_dir` then runs the int8 graph when there is one, else the float graph, on ONNX Runtime
+when it is installed, else eager PyTorch in channels-last layout; AIVSREAL_ENGINE=torch, =onnx or
+=onnx-int8 forces one. Preprocessing is the same for all (Predictor's), and Grad-CAM always uses PyTorch.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +24,11 @@ import torch
 log = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
-ENGINE_ENV = "AIVSREAL_ENGINE"  # auto (default) | torch | onnx
-ENGINES = ("auto", "torch", "onnx")
-ENGINE_NAMES = {"torch": "PyTorch (eager)", "onnx": "ONNX Runtime"}  # for people: the app's model card, logs
+INT8_FILE = "model.int8.onnx"
+ENGINE_ENV = "AIVSREAL_ENGINE"  # auto (default) | torch | onnx | onnx-int8
+ENGINES = ("auto", "torch", "onnx", "onnx-int8")
+# for people: the app's model card, logs
+ENGINE_NAMES = {"torch": "PyTorch (eager)", "onnx": "ONNX Runtime", "onnx-int8": "ONNX Runtime, int8"}
 OPSET = 18  # what torch.onnx's exporter (torch.export based) targets by default in this torch
 
 
@@ -38,20 +45,106 @@ def export_onnx(model: torch.nn.Module, crop: int, folder: Path) -> Path:
     return path
 
 
-def chosen_engine(folder: Path | None, onnx_file: str) -> str:
-    """ "onnx" or "torch" for a saved model in `folder`, by AIVSREAL_ENGINE (default auto: ONNX Runtime
-    when the model has an exported graph and onnxruntime is installed)."""
+def quantize_int8(
+    folder: Path, onnx_file: str, calibration: Iterable[np.ndarray], input_filter: str = "none",
+    quant_format: str = "QOperator", per_channel: bool = True,
+) -> Path:  # fmt: skip
+    """folder/model.int8.onnx: ONNX Runtime's static int8 quantisation of folder/onnx_file.
+
+    Weights int8 (per output channel by default), activations uint8 with ranges from the MinMax
+    calibrator over `calibration` (normalised input batches: validation images in the train stage).
+    The model's input filter (`input_filter`, e.g. "residual") stays float: its input quantised to
+    8 bits would erase the pixel-level noise it reads (measured: 97 % -> 60 % test accuracy).
+    The default format is the fastest measured (benchmarks/RESULTS.md, "Inference engines")."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quant_pre_process,
+        quantize_static,
+    )
+
+    class Batches(CalibrationDataReader):
+        def __init__(self, batches):
+            self.batches = iter(batches)
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"pixels": np.ascontiguousarray(batch, dtype=np.float32)}
+
+    path = Path(folder) / INT8_FILE
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"  # shapes inferred, graph folded: what the quantiser expects
+        quant_pre_process(str(Path(folder) / onnx_file), str(prepared))
+        quantize_static(
+            str(prepared), str(path), Batches(calibration), quant_format=QuantFormat[quant_format],
+            per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            nodes_to_exclude=input_filter_nodes(prepared, input_filter),
+        )  # fmt: skip
+    return path
+
+
+def input_filter_nodes(graph: Path, input_filter: str) -> list[str]:
+    """Names of the nodes that compute the input filter (`conv1.<filter>` in model.build_model): from the
+    first that reads one of its tensors up to the backbone's first convolution (`conv1.conv`)."""
+    import onnx
+
+    if input_filter == "none":
+        return []
+    names, inside = [], False
+    for node in onnx.load(str(graph)).graph.node:
+        if any("conv1.conv." in name for name in node.input):
+            break
+        # in: names as exported, or with a prefix the pre-processing's fusions add (ConvMulFusion_W_...)
+        inside = inside or any(f"conv1.{input_filter}." in name for name in node.input)
+        if inside:
+            names.append(node.name)
+    if not names:
+        raise RuntimeError(f"no nodes of input filter {input_filter!r} found in {graph}: cannot keep it float")
+    return names
+
+
+def chosen_engine(folder: Path | None, onnx_file: str, int8_file: str = "") -> str:
+    """ "onnx-int8", "onnx" or "torch" for a saved model in `folder`, by AIVSREAL_ENGINE (default auto:
+    ONNX Runtime when the model has an exported graph and onnxruntime is installed, on the int8 graph
+    when the model was trained with `model.int8: true`)."""
     wanted = os.environ.get(ENGINE_ENV, "auto").strip().lower() or "auto"
     if wanted not in ENGINES:
         raise ValueError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, got {wanted!r}")
     if wanted == "torch":
         return "torch"
-    has_graph = folder is not None and bool(onnx_file) and (Path(folder) / onnx_file).is_file()
     has_runtime = importlib.util.find_spec("onnxruntime") is not None
-    if wanted == "onnx" and not (has_graph and has_runtime):
-        missing = "onnxruntime is not installed" if has_graph else "the model has no exported ONNX graph (re-train it)"
-        raise RuntimeError(f"{ENGINE_ENV}=onnx, but {missing}; unset it to run on PyTorch")
-    return "onnx" if has_graph and has_runtime else "torch"
+    graphs = {
+        "onnx": folder is not None and bool(onnx_file) and (Path(folder) / onnx_file).is_file(),
+        "onnx-int8": folder is not None and bool(int8_file) and (Path(folder) / int8_file).is_file(),
+    }
+    if wanted != "auto":
+        if graphs[wanted] and has_runtime:
+            return wanted
+        missing = "onnxruntime is not installed" if graphs[wanted] else {
+            "onnx": "the model has no exported ONNX graph (re-train it)",
+            "onnx-int8": "the model has no int8 graph (train it with model.int8: true)",
+        }[wanted]  # fmt: skip
+        raise RuntimeError(f"{ENGINE_ENV}={wanted}, but {missing}; unset it for the default engine")
+    if not has_runtime:
+        return "torch"
+    return "onnx-int8" if graphs["onnx-int8"] else "onnx" if graphs["onnx"] else "torch"
+
+
+def graph_file(config, engine: str) -> str:
+    """The file in the saved-model folder that `engine` runs ("" for PyTorch)."""
+    return {"onnx": config.onnx_file, "onnx-int8": config.int8_file}.get(engine, "")
+
+
+class ChannelsLastNetwork:
+    """The PyTorch engine: the eager module with weights and inputs in channels_last (NHWC) memory
+    layout, which oneDNN's CPU convolutions prefer (measured: benchmarks/RESULTS.md, "Inference engines")."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model(batch.contiguous(memory_format=torch.channels_last))
 
 
 class OnnxNetwork:

@@ -24,11 +24,8 @@ def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: Cal
     predictor = Predictor(result.model, config)
     images = [predictor.load(row["path"]) for row in val_rows]
     targets = np.array([config.class_names.index(row["label"]) for row in val_rows])
-    copies = {("none", 0): (images, predictor.predict_logits(images))}  # (kind, value) -> (images, logits)
-    for number, condition in enumerate(wild_levels()):
-        rng = random.Random(f"calibration-{number}")  # the same copies on every run
-        degraded = [condition.apply(image, rng) for image in images]
-        copies[(condition.kind, condition.value)] = (degraded, predictor.predict_logits(degraded))
+    # (kind, value) -> (images, logits)
+    copies = {key: (copy, predictor.predict_logits(copy)) for key, copy in wild_copies(images).items()}
     logits = copies[("none", 0)][1]
     fit_on = [c[1] for c in copies.values()] if settings.perturbed else [logits]
     temperature = 1.0
@@ -47,6 +44,37 @@ def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: Cal
         "val_ece_uncalibrated": expected_calibration_error(probabilities(logits)[:, 0], is_positive),
         "val_ece_calibrated": expected_calibration_error(p_positive, is_positive),
         "val_ece_wild_pooled": expected_calibration_error(pooled, np.tile(is_positive, len(copies))),
+    }
+
+
+def wild_copies(images: list) -> dict[tuple[str, float], list]:
+    """The validation images as they are, ("none", 0), and their copies under each wild condition
+    (JPEG, WebP, shrunk, social), the same on every run."""
+    copies = {("none", 0): images}
+    for number, condition in enumerate(wild_levels()):
+        rng = random.Random(f"calibration-{number}")  # the same copies on every run
+        copies[(condition.kind, condition.value)] = [condition.apply(image, rng) for image in images]
+    return copies
+
+
+def int8_accuracy_change(float_predictor: Predictor, int8_predictor: Predictor, val_rows: list[dict]) -> dict:
+    """Validation accuracy of the float and int8 graphs (calibrated labels, the validation images and
+    their wild copies pooled) and the change in points: what decides whether the int8 graph is kept."""
+    images = [float_predictor.load(row["path"]) for row in val_rows]
+    truth = [row["label"] for row in val_rows]
+    copies = wild_copies(images)
+    accuracy = {}
+    for name, predictor in (("float", float_predictor), ("int8", int8_predictor)):
+        correct = [
+            label == actual
+            for copy in copies.values()
+            for label, actual in zip(predictor.labels(predictor.predict_proba(copy)), truth)
+        ]
+        accuracy[name] = float(np.mean(correct))
+    return {
+        "float_val_accuracy_wild_pooled": accuracy["float"],
+        "int8_val_accuracy_wild_pooled": accuracy["int8"],
+        "int8_val_accuracy_drop_points": 100 * (accuracy["float"] - accuracy["int8"]),
     }
 
 

@@ -65,6 +65,7 @@ class ModelConfig:
     warn_accuracy_drop: float = 0.05  # warn about inputs of a kind on which validation accuracy fell by more
     demo: bool = False  # trained on the built-in sample data: it says nothing about real photos
     onnx_file: str = ""  # the network exported beside the weights for ONNX Runtime (engines.py); "" = none
+    int8_file: str = ""  # its int8 quantised copy (model.int8: true), the default engine when present; "" = none
 
     @classmethod
     def from_params(cls, params: Params) -> ModelConfig:

@@ -67,6 +67,9 @@ class ModelParams:
     hidden: int
     dropout: float
     min_side: int
+    int8: bool  # also write an int8 ONNX graph (static quantisation) and answer with it
+    int8_images: int  # validation images the int8 quantiser calibrates its activation ranges on
+    int8_max_drop: float  # keep the int8 graph only if validation accuracy falls by at most this many points
 
 
 @dataclasses.dataclass(frozen=True)

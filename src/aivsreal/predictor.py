@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from aivsreal.calibration import clip_confidence, probabilities
-from aivsreal.engines import OnnxNetwork, chosen_engine
+from aivsreal.engines import ChannelsLastNetwork, OnnxNetwork, chosen_engine, graph_file
 from aivsreal.images import load_image
 from aivsreal.input_range import input_warnings, refuse_if_too_small
 from aivsreal.model import ModelConfig, load_saved_model
@@ -23,7 +23,7 @@ class Predictor:
     def __init__(self, model: torch.nn.Module, config: ModelConfig, network=None, engine: str = "torch"):
         self.model = model.eval()  # PyTorch, always: Grad-CAM needs its gradients
         self.network = network or self.model  # what predictions run on: the model, or its ONNX Runtime twin
-        self.engine = engine  # "torch" | "onnx"
+        self.engine = engine  # "torch" | "onnx" | "onnx-int8"
         self.config = config
         self.transform = config.eval_transform()  # one image -> normalised tensor (Grad-CAM, the app)
         self.geometry = config.eval_geometry()
@@ -32,8 +32,11 @@ class Predictor:
     def from_dir(cls, folder: str | Path) -> Predictor:
         """A saved model, on ONNX Runtime when it has an exported graph (engines.chosen_engine)."""
         model, config = load_saved_model(Path(folder))
-        engine = chosen_engine(Path(folder), config.onnx_file)
-        network = OnnxNetwork(Path(folder) / config.onnx_file) if engine == "onnx" else None
+        engine = chosen_engine(Path(folder), config.onnx_file, config.int8_file)
+        if engine == "torch":
+            network = ChannelsLastNetwork(model)  # a model of its own: the layout is free to change
+        else:
+            network = OnnxNetwork(Path(folder) / graph_file(config, engine))
         return cls(model, config, network, engine)
 
     @property
@@ -51,14 +54,17 @@ class Predictor:
         with ThreadPoolExecutor(max_workers=threads) as pool:
             return list(pool.map(self.load, sources))
 
+    def input_batches(self, images: list[Image.Image], batch_size: int = 64, threads: int = 4):
+        """The network's input, `batch_size` images at a time: resized, cropped and normalised tensors,
+        several images at once in threads (transforms.normalise_batch)."""
+        mean, std = tuple(self.config.mean), tuple(self.config.std)
+        for start in range(0, len(images), batch_size):
+            yield normalise_batch(images[start : start + batch_size], mean, std, self.geometry, threads)
+
     @torch.inference_mode()
     def predict_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Raw network outputs, shape (n_images, n_classes), before temperature and softmax."""
-        mean, std = tuple(self.config.mean), tuple(self.config.std)
-        chunks = [
-            self.forward(normalise_batch([self.geometry(im) for im in images[start : start + batch_size]], mean, std))
-            for start in range(0, len(images), batch_size)
-        ]
+        chunks = [self.forward(batch) for batch in self.input_batches(images, batch_size)]
         if not chunks:
             return np.zeros((0, len(self.class_names)), dtype=np.float64)
         return np.concatenate(chunks).astype(np.float64)
@@ -86,7 +92,7 @@ class Predictor:
     def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
         """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ...}, ...] in input order;
         `warnings` (input_range.py) says when an input lies outside what the model was validated on,
-        `engine` which engine computed the answer ("onnx" or "torch")."""
+        `engine` which engine computed the answer ("onnx", "onnx-int8" or "torch")."""
         probabilities = self.predict_proba(images, batch_size)
         return [
             {

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aivsreal.engines import ONNX_FILE
-from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE
+from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from aivsreal.predictor import Predictor
 
 ENTRY_FILE = Path(__file__).with_name("pyfunc_entry.py")
@@ -30,9 +29,10 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
 
 
 def model_files(model_dir: Path) -> dict[str, str]:
-    """The saved-model files the pyfunc carries: weights and config, and the ONNX graph when exported."""
-    files = {"weights": model_dir / WEIGHTS_FILE, "config": model_dir / CONFIG_FILE, "onnx": model_dir / ONNX_FILE}
-    return {name: str(path) for name, path in files.items() if name != "onnx" or path.is_file()}
+    """The saved-model files the pyfunc carries: weights and config, and the ONNX graphs its config names."""
+    config = ModelConfig.read(model_dir)
+    files = {"weights": WEIGHTS_FILE, "config": CONFIG_FILE, "onnx": config.onnx_file, "int8": config.int8_file}
+    return {name: str(model_dir / file) for name, file in files.items() if file and (model_dir / file).is_file()}
 
 
 def pip_requirements() -> list[str]:

@@ -37,7 +37,7 @@ MAX_IMAGES_PER_REQUEST = 256
 def signature(class_names: list[str]) -> ModelSignature:
     outputs = [ColSpec("string", "label")] + [ColSpec("double", f"p_{name}") for name in class_names]
     outputs.append(ColSpec(Array(DataType.string), "warnings"))
-    outputs.append(ColSpec("string", "engine"))  # "onnx" | "torch": which engine answered (engines.py)
+    outputs.append(ColSpec("string", "engine"))  # "onnx" | "onnx-int8" | "torch": which engine answered
     return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]), outputs=Schema(outputs))
 
 
