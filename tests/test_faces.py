@@ -106,3 +106,48 @@ def test_facebench_faces_composed_into_one_picture_are_each_found(finder):
                 break
     picture, placed = compose([face for _, face in chosen], 720, 300)
     assert_one_box_per_face(finder.find(picture), placed)
+
+
+def test_image_verdict_follows_the_documented_rule():
+    from aivsreal.faces import image_verdict
+
+    faces = [{"label": "real"}, {"label": "ai"}, {"label": "real"}]
+    assert image_verdict(faces, ["ai", "real"], "any") == "ai"  # one AI face makes the picture AI
+    assert image_verdict(faces, ["ai", "real"], "all") == "real"
+    assert image_verdict([{"label": "ai"}] * 2, ["ai", "real"], "all") == "ai"
+    assert image_verdict([], ["ai", "real"]) is None  # no face: no verdict, never a guess
+    with pytest.raises(ValueError, match="any, all"):
+        image_verdict(faces, ["ai", "real"], "most")
+
+
+def test_the_cli_answers_per_face_with_its_box_and_warns_when_there_is_none(tiny_model_dir, lfw, tmp_path, capsys):
+    import csv
+    import io
+    import json
+
+    from aivsreal.faces import NO_FACE_WARNING
+    from aivsreal.serving.cli import main
+
+    picture, placed = compose([lfw[0][i] for i in (0, 5, 9)], 480, 220)
+    picture.save(tmp_path / "group.png")
+    background(400, 300, seed=3).save(tmp_path / "wall.jpg", quality=90)
+    files = [str(tmp_path / "group.png"), str(tmp_path / "wall.jpg")]
+
+    assert main(["--faces", "--json", "--model", str(tiny_model_dir), *files]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    group = [line for line in lines if line["path"].endswith("group.png")]
+    assert [line["face"] for line in group] == [1, 2, 3]
+    boxes = [FaceBox(**line["box"]) for line in group]
+    assert_one_box_per_face(boxes, placed)
+    assert all(line["label"] in ("ai", "real") and abs(line["p_ai"] + line["p_real"] - 1) < 1e-6 for line in group)
+    assert {line["image_label"] for line in group} == {"ai" if any(x["label"] == "ai" for x in group) else "real"}
+    (wall,) = [line for line in lines if line["path"].endswith("wall.jpg")]
+    assert wall["label"] is None and wall["box"] is None and wall["warnings"] == [NO_FACE_WARNING]
+
+    assert main(["--faces", "--csv", "--model", str(tiny_model_dir), *files]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [row["face"] for row in rows] == ["1", "2", "3", ""] and rows[0]["left"] and rows[3]["left"] == ""
+
+    assert main(["--faces", "--model", str(tiny_model_dir), *files]) == 0
+    text = capsys.readouterr().out
+    assert "group.png: 3 face(s) -> " in text and text.count("    face ") == 3 and "wall.jpg: no face found" in text

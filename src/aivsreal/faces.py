@@ -94,3 +94,37 @@ def square_crop(image: Image.Image, box: FaceBox, margin: float = 0.25) -> Image
     left = int(round(min(max(cx - side / 2, 0), max(image.width - side, 0))))
     top = int(round(min(max(cy - side / 2, 0), max(image.height - side, 0))))
     return image.crop((left, top, left + side, top + side))
+
+
+NO_FACE_WARNING = (
+    "no face found: not judged (the model judges faces; crop the face or pass the whole image without --faces)"
+)
+SUMMARY_RULES = ("any", "all")  # image-level verdict: positive class if any face / every face is judged so
+
+
+def judge_faces(predictor, image: Image.Image, finder: FaceFinder, margin: float = 0.25) -> list[dict]:
+    """One answer per face found in `image`, largest first: the predictor's record for the square
+    crop of the face (label, probabilities, warnings, engine) plus its `box` in the image's pixels.
+    An empty list when no face is found: the caller says so (NO_FACE_WARNING), never guesses."""
+    boxes = finder.find(image)
+    crops = [square_crop(image, box, margin) for box in boxes]
+    records = predictor.predict_records(crops) if crops else []
+    return [{"box": box.as_dict(), **record} for box, record in zip(boxes, records)]
+
+
+def image_verdict(faces: list[dict], class_names: list[str], rule: str = "any") -> str | None:
+    """The image-level label from its faces' labels. Rule "any": the first (positive, AI) class when
+    any face was judged so; "all": only when every face was. Otherwise the most frequent other label
+    among the faces. None without faces."""
+    from collections import Counter
+
+    if rule not in SUMMARY_RULES:
+        raise ValueError(f"summary rule must be one of {', '.join(SUMMARY_RULES)}, got {rule!r}")
+    if not faces:
+        return None
+    positive = class_names[0]
+    hits = [face["label"] == positive for face in faces]
+    if any(hits) if rule == "any" else all(hits):
+        return positive
+    others = Counter(face["label"] for face in faces if face["label"] != positive)
+    return others.most_common(1)[0][0] if others else class_names[1]

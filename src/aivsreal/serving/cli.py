@@ -5,6 +5,12 @@ python -m aivsreal.serving.cli photos/                              # every imag
 python -m aivsreal.serving.cli --model models/model face.jpg       # the train stage's output folder
 python -m aivsreal.serving.cli --model models:/ai-vs-real/3 --json *.png    # one JSON object per line
 python -m aivsreal.serving.cli --csv photos/ > scores.csv
+python -m aivsreal.serving.cli --faces group.jpg                   # find the faces, judge each one
+
+With --faces (issue 17, so far in the CLI only) each image's faces are found (OpenCV's bundled
+Haar cascade, faces.py), each is cropped square with a margin and judged on its own: one answer
+per face with its box, and an image-level label by --summary (any: AI if any face is judged AI;
+all: only if every face is). An image with no face found gets a warning, not a verdict.
 
 The registered model is looked up in MLFLOW_TRACKING_URI, else in the project this is run from
 (the nearest folder above holding dvc.yaml), else in the project the package was installed from;
@@ -55,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per line")
     output.add_argument("--csv", action="store_true", help="print CSV: path, label, p_<class>..., warnings, engine")
+    parser.add_argument("--faces", action="store_true", help="find the faces in each image and judge each one")
+    parser.add_argument("--margin", type=float, default=0.25, help="--faces: margin around a face, share of its side")
+    parser.add_argument("--summary", choices=["any", "all"], default="any",
+                        help="--faces: the image's label is AI if any face (any) or every face (all) is")  # fmt: skip
     args = parser.parse_args(argv)
 
     from aivsreal.images import BadImageError
@@ -87,8 +97,15 @@ def main(argv: list[str] | None = None) -> int:
     writer = None
     if args.csv:
         fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings", "engine"]
+        if args.faces:
+            fields = ["path", "face", "left", "top", "width", "height", *fields[1:], "image_label"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
+    finder = None
+    if args.faces:
+        from aivsreal.faces import FaceFinder
+
+        finder = FaceFinder()
     from tqdm import tqdm
 
     for path in tqdm(files, desc="scoring", unit="img", file=sys.stderr, disable=len(files) < PROGRESS_FROM or None):
@@ -97,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         except BadImageError as error:
             failures += 1
             tqdm.write(f"{path}: skipped: {error}", file=sys.stderr)
+            continue
+        if finder is not None:
+            print_faces(predictor, path, image, finder, args, writer)
             continue
         record = predictor.predict_records([image])[0]
         if args.json:
@@ -109,6 +129,42 @@ def main(argv: list[str] | None = None) -> int:
             for warning in record["warnings"]:
                 tqdm.write(f"    warning: {warning}", file=sys.stdout)
     return 1 if failures else 0
+
+
+def print_faces(predictor, path: str, image, finder, args, writer) -> None:
+    """--faces: one answer per face found (text, JSON line or CSV row), or the no-face warning."""
+    from tqdm import tqdm
+
+    from aivsreal.faces import NO_FACE_WARNING, image_verdict, judge_faces
+
+    faces = judge_faces(predictor, image, finder, args.margin)
+    verdict = image_verdict(faces, predictor.class_names, args.summary)
+    if not faces:  # an answer of its own: the image was read, and holds nothing to judge
+        empty = {"face": None, "box": None, "label": None, "warnings": [NO_FACE_WARNING], "engine": predictor.engine}
+        faces_out = [empty | {f"p_{name}": None for name in predictor.class_names}]
+    else:
+        faces_out = [{"face": number, **face} for number, face in enumerate(faces, start=1)]
+    if args.json:
+        for face in faces_out:
+            print(json.dumps({"path": path, **face, "image_label": verdict}), flush=True)
+    elif writer is not None:
+        for face in faces_out:
+            box = face.pop("box") or {}
+            writer.writerow(
+                {"path": path, **face, **box, "warnings": "; ".join(face["warnings"]), "image_label": verdict}
+            )
+    elif not faces:
+        tqdm.write(f"{path}: {NO_FACE_WARNING}", file=sys.stdout)
+    else:
+        rule = {"any": "if any face is", "all": "if every face is"}[args.summary]
+        tqdm.write(f"{path}: {len(faces)} face(s) -> {verdict}  ({predictor.class_names[0]} {rule})", file=sys.stdout)
+        for face in faces_out:
+            box = face["box"]
+            probabilities = "  ".join(f"{k}={v:.3f}" for k, v in face.items() if k.startswith("p_"))
+            where = f"{box['left']},{box['top']} {box['width']}x{box['height']}"
+            tqdm.write(f"    face {face['face']} at {where}: {face['label']}  ({probabilities})", file=sys.stdout)
+            for warning in face["warnings"]:
+                tqdm.write(f"        warning: {warning}", file=sys.stdout)
 
 
 if __name__ == "__main__":
