@@ -26,6 +26,7 @@ import torch
 from timing import mean_seconds, median_seconds  # benchmarks/timing.py
 
 from aivsreal.engines import ENGINE_ENV, INT8_FILE, ONNX_FILE, export_onnx, quantize_int8
+from aivsreal.fit_calibration import quantize
 from aivsreal.model import ModelConfig, build_model, load_saved_model, save_model
 from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
@@ -44,10 +45,7 @@ def saved_model(args, folder: Path, calibration: list) -> Path:
     else:
         model, config = load_saved_model(args.model)
     config.onnx_file = export_onnx(model, config.eval_crop, folder).name
-    config.int8_file = ""
-    save_model(model, config, folder)
-    batches = [b.numpy() for b in Predictor(model, config).input_batches(calibration, batch_size=16)]
-    config.int8_file = quantize_int8(folder, config.onnx_file, batches, config.input_filter).name
+    config.int8_file = quantize(Predictor(model, config), calibration, folder).name
     save_model(model, config, folder)
     return folder
 

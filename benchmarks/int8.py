@@ -19,8 +19,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from aivsreal.engines import ENGINE_ENV, quantize_int8
+from aivsreal.engines import ENGINE_ENV
 from aivsreal.evaluation import evaluate
+from aivsreal.fit_calibration import quantize
 from aivsreal.manifests import read_manifest
 from aivsreal.model import ModelConfig, save_model
 from aivsreal.params import Params
@@ -32,12 +33,10 @@ MAX_DROP = 0.5  # points of accuracy: the issue's bar for making int8 the defaul
 def quantized_copy(model_dir: Path, folder: Path, val_rows: list[dict], n_images: int) -> Path:
     """A copy of the saved model with an int8 graph, calibrated as pipeline/train.py calibrates it."""
     shutil.copytree(model_dir, folder, dirs_exist_ok=True)
-    config = ModelConfig.read(folder)
     predictor = Predictor.from_dir(folder)
     images = predictor.load_many([row["path"] for row in val_rows[:n_images]])
-    batches = [batch.numpy() for batch in predictor.input_batches(images, batch_size=16)]
-    config.int8_file = quantize_int8(folder, config.onnx_file, batches, config.input_filter).name
-    save_model(predictor.model, config, folder)
+    predictor.config.int8_file = quantize(predictor, images, folder).name
+    save_model(predictor.model, predictor.config, folder)
     return folder
 
 

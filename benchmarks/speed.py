@@ -23,7 +23,8 @@ import torch
 from timing import mean_seconds, median_seconds  # benchmarks/timing.py
 from torch.utils.data import DataLoader
 
-from aivsreal.engines import ENGINE_ENV, export_onnx, quantize_int8
+from aivsreal.engines import ENGINE_ENV, export_onnx
+from aivsreal.fit_calibration import quantize
 from aivsreal.model import ModelConfig, build_model, save_model, set_trainable
 from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
@@ -82,10 +83,8 @@ def inference_throughput(paths, params: Params, repeats: int) -> dict[str, tuple
     with tempfile.TemporaryDirectory() as tmp:  # the saved model as the train stage leaves it, int8 graph included
         folder = Path(tmp)
         config.onnx_file = export_onnx(model, size, folder).name
-        save_model(model, config, folder)
         base = Predictor(model, config)
-        calibration = [b.numpy() for b in base.input_batches(base.load_many(paths), batch_size=16)]
-        config.int8_file = quantize_int8(folder, config.onnx_file, calibration, config.input_filter).name
+        config.int8_file = quantize(base, base.load_many(paths), folder).name
         save_model(model, config, folder)
         for engine in ("torch", "onnx", "onnx-int8"):
             os.environ[ENGINE_ENV] = engine

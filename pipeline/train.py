@@ -17,8 +17,8 @@ import mlflow
 import pandas as pd
 
 from aivsreal import distributed, tracking
-from aivsreal.engines import OnnxNetwork, export_onnx, quantize_int8
-from aivsreal.fit_calibration import calibrate, int8_accuracy_change
+from aivsreal.engines import OnnxNetwork, export_onnx
+from aivsreal.fit_calibration import calibrate, int8_accuracy_change, quantize, validation_copies
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
@@ -129,7 +129,8 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
         result = train(params, train_rows, val_rows, on_epoch=_log_epoch, context=context)
     except WeightsUnavailableError as error:
         sys.exit(f"train: {error}")
-    calibrated = calibrate(result, val_rows, params.calibration)
+    wild = validation_copies(Predictor(result.model, result.config), val_rows)  # read and degraded once
+    calibrated = calibrate(result, val_rows, params.calibration, wild)
     mlflow.log_metrics(calibrated)
     log.info(
         "calibrated on validation: temperature %.3f, threshold p(%s) >= %.3f (rule %s), ECE %.3f -> %.3f",
@@ -149,7 +150,7 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     MODEL_DIR.mkdir(parents=True, exist_ok=True)  # the network also as an ONNX graph: ONNX Runtime serves it
     result.config.onnx_file = export_onnx(result.model, result.config.eval_crop, MODEL_DIR).name
     if params.model.int8:
-        int8 = _quantize(result, val_rows, params.model)
+        int8 = _quantize(result, wild, val_rows, params.model)
         mlflow.log_metrics(int8)
         calibrated |= int8  # into metrics/train.json with the calibration
     save_model(result.model, result.config, MODEL_DIR)
@@ -162,17 +163,15 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     return info, result, best, calibrated
 
 
-def _quantize(result, val_rows: list[dict], settings) -> dict:
+def _quantize(result, wild: dict, val_rows: list[dict], settings) -> dict:
     """The int8 graph, its activation ranges calibrated on validation images preprocessed as at inference,
     kept (config.int8_file) only if accuracy on the validation images and their wild copies falls by at
     most `model.int8_max_drop` points against the float graph; the measured change either way."""
-    base = Predictor(result.model, result.config)
-    images = base.load_many([row["path"] for row in val_rows[: settings.int8_images]])
-    batches = [batch.numpy() for batch in base.input_batches(images, batch_size=16)]
-    path = quantize_int8(MODEL_DIR, result.config.onnx_file, batches, result.config.input_filter)
+    images = wild[("none", 0)][: settings.int8_images]
+    path = quantize(Predictor(result.model, result.config), images, MODEL_DIR)
     float_graph = Predictor(result.model, result.config, OnnxNetwork(MODEL_DIR / result.config.onnx_file), "onnx")
     int8_graph = Predictor(result.model, result.config, OnnxNetwork(path), "onnx-int8")
-    change = int8_accuracy_change(float_graph, int8_graph, val_rows)
+    change = int8_accuracy_change(float_graph, int8_graph, wild, val_rows)
     drop = change["int8_val_accuracy_drop_points"]
     if drop <= settings.int8_max_drop:
         result.config.int8_file = path.name

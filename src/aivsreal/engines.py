@@ -104,10 +104,10 @@ def input_filter_nodes(graph: Path, input_filter: str) -> list[str]:
     return names
 
 
-def chosen_engine(folder: Path | None, onnx_file: str, int8_file: str = "") -> str:
-    """ "onnx-int8", "onnx" or "torch" for a saved model in `folder`, by AIVSREAL_ENGINE (default auto:
-    ONNX Runtime when the model has an exported graph and onnxruntime is installed, on the int8 graph
-    when the model was trained with `model.int8: true`)."""
+def chosen_engine(folder: Path | None, config) -> str:
+    """ "onnx-int8", "onnx" or "torch" for a saved model in `folder` with ModelConfig `config`, by
+    AIVSREAL_ENGINE (default auto: ONNX Runtime when the model has an exported graph and onnxruntime is
+    installed, on the int8 graph when the model was trained with `model.int8: true`)."""
     wanted = os.environ.get(ENGINE_ENV, "auto").strip().lower() or "auto"
     if wanted not in ENGINES:
         raise ValueError(f"{ENGINE_ENV} must be one of {', '.join(ENGINES)}, got {wanted!r}")
@@ -115,8 +115,10 @@ def chosen_engine(folder: Path | None, onnx_file: str, int8_file: str = "") -> s
         return "torch"
     has_runtime = importlib.util.find_spec("onnxruntime") is not None
     graphs = {
-        "onnx": folder is not None and bool(onnx_file) and (Path(folder) / onnx_file).is_file(),
-        "onnx-int8": folder is not None and bool(int8_file) and (Path(folder) / int8_file).is_file(),
+        engine: folder is not None
+        and bool(graph_file(config, engine))
+        and (Path(folder) / graph_file(config, engine)).is_file()
+        for engine in ("onnx", "onnx-int8")
     }
     if wanted != "auto":
         if graphs[wanted] and has_runtime:
@@ -132,7 +134,7 @@ def chosen_engine(folder: Path | None, onnx_file: str, int8_file: str = "") -> s
 
 
 def graph_file(config, engine: str) -> str:
-    """The file in the saved-model folder that `engine` runs ("" for PyTorch)."""
+    """The file in the saved-model folder that `engine` runs ("" for PyTorch, or a graph not exported)."""
     return {"onnx": config.onnx_file, "onnx-int8": config.int8_file}.get(engine, "")
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from aivsreal.calibration import choose_threshold, expected_calibration_error, fit_temperature, probabilities
+from aivsreal.engines import quantize_int8
 from aivsreal.params import CalibrationParams
 from aivsreal.predictor import Predictor
 from aivsreal.robustness import wild_levels
@@ -16,16 +18,20 @@ if TYPE_CHECKING:
     from aivsreal.training import TrainResult
 
 
-def calibrate(result: TrainResult, val_rows: list[dict[str, str]], settings: CalibrationParams) -> dict:
+def calibrate(
+    result: TrainResult, val_rows: list[dict[str, str]], settings: CalibrationParams, wild: dict | None = None
+) -> dict:
     """Fit temperature and decision threshold on the validation split, and measure the model's range:
     accuracy on the validation images and on their wild copies (JPEG, WebP, shrunk, social), and the
-    smallest side seen. All of it is stored in result.config and travels with the model."""
+    smallest side seen. All of it is stored in result.config and travels with the model. `wild`:
+    validation_copies(...) of these rows when the caller already made them (the train stage reuses
+    them for its int8 check)."""
     config = result.config
     predictor = Predictor(result.model, config)
-    images = [predictor.load(row["path"]) for row in val_rows]
+    wild = wild if wild is not None else validation_copies(predictor, val_rows)
     targets = np.array([config.class_names.index(row["label"]) for row in val_rows])
     # (kind, value) -> (images, logits)
-    copies = {key: (copy, predictor.predict_logits(copy)) for key, copy in wild_copies(images).items()}
+    copies = {key: (copy, predictor.predict_logits(copy)) for key, copy in wild.items()}
     logits = copies[("none", 0)][1]
     fit_on = [c[1] for c in copies.values()] if settings.perturbed else [logits]
     temperature = 1.0
@@ -57,17 +63,30 @@ def wild_copies(images: list) -> dict[tuple[str, float], list]:
     return copies
 
 
-def int8_accuracy_change(float_predictor: Predictor, int8_predictor: Predictor, val_rows: list[dict]) -> dict:
+def validation_copies(predictor: Predictor, val_rows: list[dict[str, str]]) -> dict[tuple[str, float], list]:
+    """The validation images, read with the model's limits, and their wild copies (wild_copies)."""
+    return wild_copies([predictor.load(row["path"]) for row in val_rows])
+
+
+def quantize(predictor: Predictor, images: list, folder: Path) -> Path:
+    """folder/model.int8.onnx from the predictor's float graph (engines.quantize_int8), its activation
+    ranges calibrated on `images` preprocessed as at inference; the model's input filter stays float."""
+    batches = [batch.numpy() for batch in predictor.input_batches(images, batch_size=16)]
+    return quantize_int8(folder, predictor.config.onnx_file, batches, predictor.config.input_filter)
+
+
+def int8_accuracy_change(
+    float_predictor: Predictor, int8_predictor: Predictor, wild: dict, val_rows: list[dict[str, str]]
+) -> dict:
     """Validation accuracy of the float and int8 graphs (calibrated labels, the validation images and
-    their wild copies pooled) and the change in points: what decides whether the int8 graph is kept."""
-    images = [float_predictor.load(row["path"]) for row in val_rows]
+    their wild copies pooled: `wild` is validation_copies(...) of `val_rows`) and the change in points:
+    what decides whether the int8 graph is kept."""
     truth = [row["label"] for row in val_rows]
-    copies = wild_copies(images)
     accuracy = {}
     for name, predictor in (("float", float_predictor), ("int8", int8_predictor)):
         correct = [
             label == actual
-            for copy in copies.values()
+            for copy in wild.values()
             for label, actual in zip(predictor.labels(predictor.predict_proba(copy)), truth)
         ]
         accuracy[name] = float(np.mean(correct))

@@ -32,7 +32,7 @@ class Predictor:
     def from_dir(cls, folder: str | Path) -> Predictor:
         """A saved model, on ONNX Runtime when it has an exported graph (engines.chosen_engine)."""
         model, config = load_saved_model(Path(folder))
-        engine = chosen_engine(Path(folder), config.onnx_file, config.int8_file)
+        engine = chosen_engine(Path(folder), config)
         if engine == "torch":
             network = ChannelsLastNetwork(model)  # a model of its own: the layout is free to change
         else:
