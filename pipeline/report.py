@@ -19,6 +19,23 @@ from pipeline.paths import METRICS, PLOTS, REPORTS, SPLIT_SUMMARY, is_sample_dat
 log = logging.getLogger("pipeline.report")
 
 
+def face_paragraph(split: dict) -> list:
+    """Crop mode (data.faces: crop): what the model was trained and tested on, and what it leaves out."""
+    if split.get("faces") != "crop":
+        return []
+    found = split.get("faces_found", {})
+    files = sum(found.values())
+    several = sum(n for faces, n in found.items() if int(faces) > 1)
+    no_face = [r for r in split["rejected"] if r["reason"].startswith("no face found")]
+    by_class = ", ".join(f"{label} {sum(r['label'] == label for r in no_face)}" for label in split["counts"]["train"])
+    return [Paragraph(
+        f"Faces, not files (data.faces: crop): the counts above are face crops found in {files} file(s), "
+        f"{several} of them with more than one face; {len(no_face)} file(s) with no face found were left out "
+        f"({by_class}). A class that loses more files to the detector than the other is a bias to keep in mind; "
+        "at inference such pictures get no verdict (data/processed/faces.csv lists every file)."
+    )]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
     run_info = training_run(params, "report")
@@ -194,6 +211,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
              for name in ("train", "val", "test", "rejected")],
         ),
         Paragraph(f"{counts['total_rejected']} file(s) left out; reasons in data/processed/split_summary.json."),
+        *face_paragraph(split),
         Heading("Training"),
         Paragraph(
             f"ResNet18, fine-tuning `{params.train.finetune}`, {params.train.optimizer} (learning rate "

@@ -1,16 +1,24 @@
-"""Stage `split`: check every image under data.dir and write train/val/test manifests."""
+"""Stage `split`: check every image under data.dir and write train/val/test manifests.
 
+With data.faces: crop, the faces of each file are found and cropped into data/processed/faces/,
+the manifests list the crops, files with no face are left out (split_summary.json says why) and
+data/processed/faces.csv says how many faces each file gave. With data.faces: whole, that folder
+holds only a README and faces.csv has its header only."""
+
+import csv
 import logging
+import shutil
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, astuple, fields
 from pathlib import Path
 
 from aivsreal.manifests import write_manifest
-from aivsreal.split import DatasetError, scan_dataset, split_counts, split_manifest
+from aivsreal.split import DatasetError, FileFaces, crop_faces, scan_dataset, split_counts, split_manifest
 from pipeline import stage
-from pipeline.paths import MANIFESTS, METRICS, SPLIT_SUMMARY
+from pipeline.paths import FACE_CROPS, FACES_TABLE, MANIFESTS, METRICS, SPLIT_SUMMARY
 
 log = logging.getLogger("pipeline.split")
+WHOLE_MODE_NOTE = "data.faces: whole: whole pictures are judged; with data.faces: crop the face crops go here.\n"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,18 +29,38 @@ def main(argv: list[str] | None = None) -> None:
             Path(params.data.dir), params.data.class_names, params.split.max_pixels, min_side=params.model.min_side
         )
         splits = split_manifest(records, fractions, params.split.seed)
+        per_file = []
+        if params.data.faces == "crop":
+            splits, no_face, per_file = crop_faces(splits, FACE_CROPS, params.data.face_margin, params.split.max_pixels)
+            rejected += no_face
+        else:
+            shutil.rmtree(FACE_CROPS, ignore_errors=True)
+            FACE_CROPS.mkdir(parents=True)  # a DVC out either way (DVC warns about an empty one)
+            (FACE_CROPS / "README.txt").write_text(WHOLE_MODE_NOTE)
     except DatasetError as error:
         sys.exit(f"split: {error}")
+    with open(FACES_TABLE, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([field.name for field in fields(FileFaces)])
+        writer.writerows(astuple(row) for row in per_file)
     for name, rows in splits.items():
         write_manifest(MANIFESTS[name], rows)
     counts = split_counts(splits, rejected)
-    summary = {"data_dir": params.data.dir, "counts": counts, "rejected": [asdict(r) for r in rejected]}
+    summary = {"data_dir": params.data.dir, "faces": params.data.faces, "counts": counts,
+               "rejected": [asdict(r) for r in rejected]}  # fmt: skip
+    if per_file:
+        summary["faces_found"] = {  # crop mode: files by the number of faces found in them
+            str(n): sum(row.faces == n for row in per_file) for n in sorted({row.faces for row in per_file})
+        }
     stage.write_json(SPLIT_SUMMARY, summary)
     stage.write_json(METRICS / "split.json", counts)
     for name in MANIFESTS:
         log.info("%-5s %s", name, counts[name])
     for r in rejected:
         log.warning("left out %s: %s", r.path, r.reason)
+    if per_file:
+        found = sum(row.faces for row in per_file)
+        log.info("crop mode: %d faces found in %d files (per file: %s)", found, len(per_file), FACES_TABLE)
     log.info("%d images kept, %d left out (listed in %s)", counts["total_kept"], len(rejected), SPLIT_SUMMARY)
     if rejected:
         log.info("to include a left-out file, do what its reason says (or re-export it), then re-run the split")

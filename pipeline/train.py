@@ -159,7 +159,8 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     _warn_if_registered_before(params, digest)
     mlflow.set_tag(tracking.MODEL_DIGEST_TAG, digest)
     example = pd.DataFrame({"image": [encode_image(Path(val_rows[0]["path"]).read_bytes())]})
-    info = log_pyfunc_model(MODEL_DIR, signature(result.config.class_names), example, params.mlflow.registered_model)
+    answers = signature(result.config.class_names, result.config.faces)
+    info = log_pyfunc_model(MODEL_DIR, answers, example, params.mlflow.registered_model)
     return info, result, best, calibrated
 
 

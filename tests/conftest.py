@@ -64,6 +64,20 @@ def tiny_onnx_model_dir(tmp_path_factory, tiny_model_dir) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def tiny_crop_model_dir(tmp_path_factory, tiny_onnx_model_dir) -> Path:
+    """The tiny ONNX model with `faces: crop` in its config, as the train stage saves a model trained with
+    `data.faces: crop`: every interface finds the faces of a picture and judges each one."""
+    import json
+    import shutil
+
+    folder = tmp_path_factory.mktemp("tiny_crop_model")
+    shutil.copytree(tiny_onnx_model_dir, folder, dirs_exist_ok=True)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"faces": "crop"}, indent=2))
+    return folder
+
+
 def png_bytes(seed: int, size: int = 48) -> bytes:
     """A small real PNG file of noise."""
     import io
@@ -170,6 +184,7 @@ def champion_store(folder: Path, model_dir: Path) -> str:
     import pandas as pd
 
     from aivsreal import tracking
+    from aivsreal.model import ModelConfig
     from aivsreal.serving.artifacts import log_pyfunc_model
     from aivsreal.serving.pyfunc import encode_image, signature
 
@@ -181,7 +196,8 @@ def champion_store(folder: Path, model_dir: Path) -> str:
         try:
             with mlflow.start_run(experiment_id=tracking.experiment_id("tiny", folder)):
                 example = pd.DataFrame({"image": [encode_image(png_bytes(0))]})
-                info = log_pyfunc_model(model_dir, signature(["ai", "real"]), example, "ai-vs-real")
+                answers = signature(["ai", "real"], ModelConfig.read(model_dir).faces)
+                info = log_pyfunc_model(model_dir, answers, example, "ai-vs-real")
             tracking.set_alias("ai-vs-real", info.registered_model_version)
         finally:
             mlflow.set_tracking_uri(None)

@@ -156,3 +156,61 @@ def test_missing_java_says_to_install_java_17(tmp_path):
     result = batch_score("--input", "photos", cwd=tmp_path, **no_java)
     assert result.returncode == 2
     assert "Install Java 17" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def crop_scored(tmp_path_factory, tiny_crop_model_dir):
+    """One real run of the command with a model trained on face crops (issue 17) over a group photo
+    (3 real faces), a picture with no face and a bad file: (stdout, table, where the faces were pasted)."""
+    if shutil.which("java") is None:
+        pytest.skip("Spark needs Java (install Java 17)")
+    from helpers_faces import group_and_wall
+
+    store_uri = champion_store(tmp_path_factory.mktemp("crop_store"), tiny_crop_model_dir)
+    folder = tmp_path_factory.mktemp("group_photos").resolve()
+    _, placed, _ = group_and_wall(folder)
+    (folder / "notes.png").write_text("meeting notes, not a picture\n")
+    work = tmp_path_factory.mktemp("crop_run")
+    result = batch_score("--input", str(folder), "--output", "faces.parquet", "--model", MODEL_URI,
+                         "--master", "local[1]", cwd=work, env_uri=store_uri)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr[-4000:]
+    return result.stdout, pd.read_parquet(work / "faces.parquet"), folder, placed
+
+
+@needs_java
+def test_crop_model_writes_one_row_per_face_with_its_box_and_the_pictures_label(crop_scored):
+    from helpers_faces import assert_one_box_per_face
+
+    from aivsreal.faces import FaceBox
+
+    _, table, folder, placed = crop_scored
+    assert list(table.columns) == ["path", "face", "left", "top", "width", "height", "label", "p_ai", "p_real",
+                                   "warnings", "engine", "image_label", "error"]  # fmt: skip
+    faces = table[table["path"] == str(folder / "group.png")].sort_values("face")
+    assert list(faces["face"]) == [1, 2, 3]
+    boxes = [FaceBox(*(int(row[side]) for side in ("left", "top", "width", "height"))) for _, row in faces.iterrows()]
+    assert_one_box_per_face(boxes, placed)
+    assert [box.width * box.height for box in boxes] == sorted((b.width * b.height for b in boxes), reverse=True)
+    assert set(faces["label"]) <= {"ai", "real"}
+    assert ((faces["p_ai"] + faces["p_real"]) - 1).abs().max() < 1e-6
+    assert faces["error"].isna().all() and set(faces["engine"]) == {"onnx"}
+    assert all(list(warnings) == [] for warnings in faces["warnings"])
+    image_label = faces["image_label"].unique()
+    assert len(image_label) == 1  # the picture's verdict on each of its rows
+    assert image_label[0] == ("ai" if (faces["label"] == "ai").any() else "real")  # face_summary "any"
+
+
+@needs_java
+def test_crop_model_flags_a_picture_without_a_face_and_keeps_a_bad_files_reason(crop_scored):
+    from aivsreal.faces import NO_FACE_WARNING
+
+    stdout, table, folder, _ = crop_scored
+    assert sorted(table["path"]) == sorted(str(folder / name) for name in ["group.png"] * 3 + ["notes.png", "wall.jpg"])
+    wall = table[table["path"] == str(folder / "wall.jpg")].iloc[0]
+    assert wall[["face", "left", "top", "width", "height", "label", "p_ai", "p_real", "image_label"]].isna().all()
+    assert list(wall["warnings"]) == [NO_FACE_WARNING]
+    assert pd.isna(wall["error"])
+    bad = table[table["path"] == str(folder / "notes.png")].iloc[0]
+    assert "not an image" in bad["error"]
+    assert bad.drop(["path", "error"]).isna().all()
+    assert "scored 2 of 3 image files" in stdout and "1  not an image\n" in stdout

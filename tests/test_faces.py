@@ -6,9 +6,9 @@ The faces are scikit-image's LFW subset (real photos that ship inside the scikit
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from conftest import PROJECT
+from helpers_faces import assert_one_box_per_face, background, compose, group_and_wall, lfw_faces
 from PIL import Image
 
 from aivsreal.faces import FaceBox, FaceFinder, square_crop
@@ -23,38 +23,7 @@ def finder() -> FaceFinder:
 
 @pytest.fixture(scope="module")
 def lfw() -> tuple[list[Image.Image], list[Image.Image]]:
-    """(100 faces, 100 non-faces) from LFW as 100 px RGB images (25 px as shipped: too small to judge)."""
-    from skimage.data import lfw_subset
-
-    patches = [Image.fromarray((patch * 255).astype(np.uint8)).convert("RGB") for patch in lfw_subset()]
-    grown = [patch.resize((100, 100), Image.BICUBIC) for patch in patches]
-    return grown[:100], grown[100:]
-
-
-def background(width: int, height: int, seed: int = 0) -> Image.Image:
-    """A textured, face-free background: smooth colour noise."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(60, 200, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
-    return Image.fromarray(coarse).resize((width, height), Image.BICUBIC)
-
-
-def compose(faces: list[Image.Image], width: int, height: int) -> tuple[Image.Image, list[tuple[int, int, int, int]]]:
-    """The faces pasted side by side on a background; (picture, [(left, top, right, bottom) of each face])."""
-    picture = background(width, height)
-    placed, step = [], width // len(faces)
-    for i, face in enumerate(faces):
-        left, top = i * step + (step - face.width) // 2, (height - face.height) // 2 + (20 if i % 2 else -20)
-        picture.paste(face, (left, top))
-        placed.append((left, top, left + face.width, top + face.height))
-    return picture, placed
-
-
-def assert_one_box_per_face(boxes: list[FaceBox], placed: list[tuple[int, int, int, int]]) -> None:
-    assert len(boxes) == len(placed), (boxes, placed)
-    for left, top, right, bottom in placed:  # each pasted face holds the centre of exactly one box
-        inside = [b for b in boxes if left <= b.center[0] <= right and top <= b.center[1] <= bottom]
-        assert len(inside) == 1, (boxes, (left, top, right, bottom))
-        assert inside[0].width >= 0.4 * (right - left)  # the face, not a detail of it
+    return lfw_faces()
 
 
 def test_finds_real_faces_and_not_the_non_face_patches(finder, lfw):
@@ -151,3 +120,65 @@ def test_the_cli_answers_per_face_with_its_box_and_warns_when_there_is_none(tiny
     assert main(["--faces", "--model", str(tiny_model_dir), *files]) == 0
     text = capsys.readouterr().out
     assert "group.png: 3 face(s) -> " in text and text.count("    face ") == 3 and "wall.jpg: no face found" in text
+
+
+def test_a_crop_mode_model_answers_per_face_and_summarises_the_picture_by_its_rule(tiny_crop_model_dir, tmp_path):
+    """Predictor.answer, the path every interface takes: a crop-mode model finds the faces itself."""
+    from aivsreal.faces import NO_FACE_WARNING
+    from aivsreal.predictor import Predictor
+
+    group_file, placed, wall_file = group_and_wall(tmp_path)
+    predictor = Predictor.from_dir(tiny_crop_model_dir)
+    group, wall = predictor.load(group_file), predictor.load(wall_file)
+    answer, empty = predictor.answer([group, wall])
+    assert_one_box_per_face([FaceBox(**face["box"]) for face in answer["faces"]], placed)
+    p_ai = [face["p_ai"] for face in answer["faces"]]
+    alone = predictor.predict_records([square_crop(group, FaceBox(**answer["faces"][0]["box"]), 0.25)])[0]
+    assert alone["p_ai"] == pytest.approx(p_ai[0], abs=1e-6)  # each face judged on its own square crop
+    assert answer["p_ai"] == max(p_ai)  # "any": the picture's probabilities are its most AI-like face's
+    assert answer["label"] == ("ai" if any(face["label"] == "ai" for face in answer["faces"]) else "real")
+    assert empty == {"label": None, "p_ai": None, "p_real": None, "warnings": [NO_FACE_WARNING],
+                     "engine": predictor.engine, "faces": []}  # fmt: skip
+    predictor.config.face_summary = "all"
+    assert predictor.answer([group])[0]["p_ai"] == min(p_ai)
+    whole = predictor.answer([group], faces="whole")[0]  # the whole picture, one answer, no faces
+    assert "faces" not in whole and whole["label"] in ("ai", "real")
+
+
+def test_the_served_model_of_a_crop_mode_model_answers_faces_and_null_without_one(tiny_crop_model_dir, tmp_path):
+    """The pyfunc (what `mlflow models serve` runs): a `faces` column, and JSON null, not NaN, for no face."""
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from aivsreal.serving.pyfunc import AiVsRealModel, encode_image, signature
+
+    group_file, placed, wall_file = group_and_wall(tmp_path)
+    model = AiVsRealModel()
+    model.load_context(SimpleNamespace(artifacts={"config": str(tiny_crop_model_dir / "config.json")}))
+    frame = pd.DataFrame({"image": [encode_image(group_file.read_bytes()), encode_image(wall_file.read_bytes())]})
+    answers = json.loads(json.dumps(model.predict(None, frame).to_dict(orient="records"), allow_nan=False))
+    assert_one_box_per_face([FaceBox(**face["box"]) for face in answers[0]["faces"]], placed)
+    assert answers[1]["label"] is None and answers[1]["p_ai"] is None and answers[1]["faces"] == []
+    assert answers[1]["warnings"][0].startswith("no face found")
+    outputs = signature(["ai", "real"], "crop").outputs.input_names()
+    assert outputs == ["label", "p_ai", "p_real", "warnings", "engine", "faces"] == list(answers[0])
+    assert "faces" not in signature(["ai", "real"]).outputs.input_names()
+
+
+def test_the_cli_follows_the_models_face_mode_and_whole_overrides_it(tiny_crop_model_dir, tmp_path, capsys):
+    import json
+
+    from aivsreal.serving.cli import main
+
+    group_file, placed, wall_file = group_and_wall(tmp_path)
+    files = [str(group_file), str(wall_file)]
+    assert main(["--json", "--model", str(tiny_crop_model_dir), *files]) == 0  # no --faces: the model says crop
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["face"] for line in lines] == [1, 2, 3, None]
+    assert_one_box_per_face([FaceBox(**line["box"]) for line in lines[:3]], placed)
+    assert lines[3]["warnings"][0].startswith("no face found") and lines[3]["image_label"] is None
+    assert main(["--json", "--whole", "--model", str(tiny_crop_model_dir), *files]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 2 and all("face" not in line and line["label"] in ("ai", "real") for line in lines)

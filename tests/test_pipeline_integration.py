@@ -1,12 +1,16 @@
 """The real thing, end to end: `dvc repro` in a fresh git repo, the MLflow store it fills,
 `mlflow models serve` on the registered champion, and the CLI predictor.
 
-Tiny params (a few dozen 32-pixel images, two epochs) keep it to a couple of minutes.
+Tiny params (a few dozen 64-pixel images, two epochs) keep it to a couple of minutes. This project
+is a user's who set `data.faces: crop` (issue 17): the split finds the faces and trains on them,
+and the served model finds the faces of a picture and judges each one. Whole mode, the default,
+runs end to end in test_reliability.py, test_team_server.py and the committed pipeline.
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import json
 import re
 import sys
@@ -15,8 +19,11 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import free_port, png_bytes, running_server
+from helpers_faces import assert_one_box_per_face, group_and_wall
 from helpers_project import STAGES, run, set_params, stages_run, tiny_project, training_run
 from mlflow import MlflowClient
+
+from aivsreal.faces import FaceBox
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +31,8 @@ def project(tmp_path_factory):
     """A fresh git clone of the working tree with tiny params, after one full `dvc repro`."""
     repo = tmp_path_factory.mktemp("project")
     env = tiny_project(repo)
+    set_params(repo, {"data": {"faces": "crop"}, "sample": {"size": 64}})  # faces of 32 px are too small to find
+    run(["git", "commit", "-qam", "crop mode"], repo, env)
     output = run(["dvc", "repro"], repo, env)
     return {"repo": repo, "env": env, "first_output": output, "uri": f"sqlite:///{repo / 'mlflow.db'}"}
 
@@ -35,7 +44,17 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
         lines = (repo / f"data/processed/{name}.csv").read_text().splitlines()
         assert lines[0] == "path,label,sha256" and len(lines) > 1
     split = json.loads((repo / "metrics/split.json").read_text())
-    assert split["total_kept"] == 60 and split["train"] == {"ai": 21, "real": 21}
+    summary = json.loads((repo / "data/processed/split_summary.json").read_text())
+    per_file = list(csv.DictReader((repo / "data/processed/faces.csv").open()))
+    assert len(per_file) == 60 and summary["faces"] == "crop"  # every file looked at
+    no_face = [row["path"] for row in per_file if row["faces"] == "0"]
+    assert sorted(r["path"] for r in summary["rejected"]) == sorted(no_face) and len(no_face) <= 6  # ~5 % measured
+    assert all(r["reason"].startswith("no face found") for r in summary["rejected"])
+    crops = sum(int(row["faces"]) for row in per_file)
+    assert split["total_kept"] == crops and split["total_rejected"] == len(no_face)
+    for name in ("train", "val", "test"):  # the manifests list the face crops, each in its file's split
+        listed = (repo / f"data/processed/{name}.csv").read_text().splitlines()[1:]
+        assert listed and all(line.startswith(f"data/processed/faces/{name}/") for line in listed)
     trained = json.loads((repo / "metrics/train.json").read_text())
     assert trained["pretrained_used"].startswith("none")  # offline: never pretend ImageNet was loaded
     tested = json.loads((repo / "metrics/evaluate.json").read_text())
@@ -65,9 +84,11 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert set(json.loads((repo / "metrics/shortcut.json").read_text())) >= {"balanced_accuracy", "warning"}
     config = json.loads((repo / "models/model/config.json").read_text())
     assert config["demo"] is True and config["min_side"] == 32 and config["max_confidence"] == 0.9999
+    assert config["faces"] == "crop" and config["face_margin"] == 0.25 and config["face_summary"] == "any"
     assert set(config["validated"]["accuracy"]) == {"none", "jpeg", "webp", "shrink", "social"}
     report = (repo / "reports/report.md").read_text()
     assert "demo model trained on the built-in sample faces" in report
+    assert "with no face found were left out" in report and "data.faces: crop" in report
     assert "robustness sweep, every level pooled" in report
     assert "69.58%" in report and "Confusion matrix" in report
     for section in ("## Operating points", "## Calibration", "## Robustness", "## Shortcut check", "## Most confident"):
@@ -135,6 +156,7 @@ def test_registered_model_is_code_plus_state_dict_with_signature(project):
     try:
         model_info = mlflow.models.get_model_info("models:/ai-vs-real@champion")
         assert model_info.signature.inputs.input_names() == ["image"]
+        assert model_info.signature.outputs.input_names()[-1] == "faces"  # a crop-mode model answers per face
         assert model_info.saved_input_example_info is not None
         local = Path(mlflow.artifacts.download_artifacts("models:/ai-vs-real@champion"))
     finally:
@@ -202,33 +224,39 @@ def test_run_cache_restore_creates_no_new_run_or_version(project):
     assert training_run(repo, project["uri"]) == original  # the restored weights find the run that trained them
 
 
-def test_served_champion_answers_images_and_rejects_bad_payloads(project):
+def test_served_champion_answers_per_face_warns_without_one_and_rejects_bad_payloads(project, tmp_path):
     repo, env = project["repo"], dict(project["env"])
     env["MLFLOW_TRACKING_URI"] = project["uri"]
     port = free_port()
     command = ["mlflow", "models", "serve", "-m", "models:/ai-vs-real@champion", "--env-manager", "local",
                "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
     with running_server(command, port, "/ping", repo, env) as url:
-        images = (
-            sorted((repo / "data/sample/ai").glob("*.png"))[:2] + sorted((repo / "data/sample/real").glob("*.png"))[:1]
-        )
+        group, placed, wall = group_and_wall(tmp_path)
+        images = [group, sorted((repo / "data/sample/real").glob("*.png"))[1], wall]
         encoded = [base64.b64encode(p.read_bytes()).decode() for p in images]
         answer = requests.post(
             f"{url}/invocations", json={"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
         )
         assert answer.status_code == 200, answer.text
         predictions = answer.json()["predictions"]
-        assert len(predictions) == 3
-        for p in predictions:
-            assert p["label"] in ("ai", "real") and abs(p["p_ai"] + p["p_real"] - 1) < 1e-6
-            assert isinstance(p["warnings"], list) and 1e-4 - 1e-12 <= p["p_ai"] <= 0.9999 + 1e-12
-            assert p["engine"] == "onnx-int8"  # the pipeline's model carries its int8 graph: ONNX Runtime runs it
+        assert len(predictions) == 3 and [len(p["faces"]) for p in predictions] == [3, 1, 0]
+        assert_one_box_per_face([FaceBox(**face["box"]) for face in predictions[0]["faces"]], placed)
+        for face in [face for picture in predictions[:2] for face in picture["faces"]]:
+            assert face["label"] in ("ai", "real") and abs(face["p_ai"] + face["p_real"] - 1) < 1e-6
+            assert isinstance(face["warnings"], list) and 1e-4 - 1e-12 <= face["p_ai"] <= 0.9999 + 1e-12
+            assert face["engine"] == "onnx-int8"  # the pipeline's model carries its int8 graph: ONNX Runtime runs it
+        assert predictions[0]["p_ai"] == max(face["p_ai"] for face in predictions[0]["faces"])  # face_summary: any
+        assert predictions[2]["label"] is None and predictions[2]["p_ai"] is None  # JSON null: not judged
+        assert predictions[2]["warnings"][0].startswith("no face found")
 
         cli = run([sys.executable, "-m", "aivsreal.serving.cli", "--json", "--model", "models:/ai-vs-real@champion",
                    *map(str, images)], repo, env)  # fmt: skip
         cli_predictions = [json.loads(line) for line in cli.splitlines() if line.startswith("{")]
-        assert [c["label"] for c in cli_predictions] == [p["label"] for p in predictions]
-        assert all(abs(c["p_ai"] - p["p_ai"]) < 1e-5 for c, p in zip(cli_predictions, predictions))
+        served_faces = [face for p in predictions for face in p["faces"]] + [predictions[2]]
+        assert [c["label"] for c in cli_predictions] == [p["label"] for p in served_faces]  # one line per face
+        assert all(
+            c["p_ai"] == p["p_ai"] or abs(c["p_ai"] - p["p_ai"]) < 1e-5 for c, p in zip(cli_predictions, served_faces)
+        )
 
         def frame(column: str, value: str) -> dict:
             return {"dataframe_split": {"columns": [column], "data": [[value]]}}

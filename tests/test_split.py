@@ -273,3 +273,42 @@ def test_the_split_stage_runs_without_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[]"
+
+
+def test_crop_mode_trains_on_every_face_found_in_its_files_split_and_leaves_out_files_without_one(tmp_path):
+    """data.faces: crop. The split is made on files, as in whole mode; each file's faces are cropped
+    square (its own pixels) into that file's split; a file with no face is left out with the reason."""
+    from helpers_faces import background, compose, lfw_faces
+    from PIL import Image
+
+    from aivsreal.faces import FaceFinder
+    from aivsreal.split import NO_FACE, crop_faces
+
+    finder = FaceFinder()
+    faces = [face for face in lfw_faces()[0] if len(finder.find(face)) == 1]  # 97 of the 100 (test_faces.py)
+    for label, offset in (("ai", 0), ("real", 40)):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        for i in range(10):
+            faces[offset + i].save(tmp_path / "data" / label / f"{label}_{i}.png")
+    group, _ = compose([lfw_faces()[0][i] for i in (0, 5, 9)], 480, 220)  # as in test_faces.py: 3 boxes
+    group.save(tmp_path / "data" / "real" / "group.png")
+    background(200, 200, seed=4).save(tmp_path / "data" / "ai" / "wall.png")
+    records, rejected = scan_dataset(tmp_path / "data", ["ai", "real"], DEFAULT_MAX_PIXELS, root=tmp_path)
+    by_file = split_manifest(records, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    split_of = {r.path: name for name, rows in by_file.items() for r in rows}
+
+    crops, no_face, per_file = crop_faces(by_file, tmp_path / "faces", 0.25, DEFAULT_MAX_PIXELS, root=tmp_path)
+
+    assert [(r.path, r.reason) for r in no_face] == [("data/ai/wall.png", NO_FACE)]
+    found = {row.path: row for row in per_file}
+    assert set(found) == set(split_of) and all(found[p].split == split_of[p] for p in split_of)
+    assert found["data/real/group.png"].faces == 3 and found["data/ai/wall.png"].faces == 0
+    assert sum(row.faces for row in per_file) == sum(len(rows) for rows in crops.values())
+    several = [name for name, rows in crops.items() for r in rows if r.path.endswith(("_2.png", "_3.png"))]
+    assert several == [split_of["data/real/group.png"]] * 2  # the group's other faces: in the file's split
+    for name, rows in crops.items():
+        for record in rows:
+            assert record.path.startswith(f"faces/{name}/{record.label}/")
+            with Image.open(tmp_path / record.path) as crop:
+                assert crop.width == crop.height >= 32 and crop.format == "PNG"
+    assert sum(len(rows) for rows in crops.values()) == 20 + 3  # 20 single faces and the group's 3

@@ -148,3 +148,53 @@ def test_demo_model_says_so_on_the_page_and_in_the_card(monkeypatch, tmp_path, l
     app = start(monkeypatch, str(copy_with_config(lossless_only_model_dir, tmp_path / "demo", demo=True)))
     assert any("demo model trained on the built-in sample faces" in w.value for w in app.warning)
     assert "Demo model" in " ".join(m.value for m in app.sidebar.markdown)
+
+
+def group_and_wall_uploads(folder) -> tuple[list[tuple[str, bytes, str]], list[tuple[int, int, int, int]]]:
+    """group.png (3 real faces) and wall.jpg (no face) as uploads, and where the faces were pasted."""
+    from helpers_faces import group_and_wall
+
+    group, placed, wall = group_and_wall(folder)
+    return [("group.png", group.read_bytes(), "image/png"), ("wall.jpg", wall.read_bytes(), "image/jpeg")], placed
+
+
+def test_crop_model_finds_each_face_and_warns_on_a_picture_without_one(monkeypatch, tmp_path, tiny_crop_model_dir):
+    """Issue 17: a model trained on face crops answers per face by default: the picture with its boxes,
+    one expander per face with its own Grad-CAM and verdict; a picture with no face gets a warning."""
+    from aivsreal.faces import NO_FACE_WARNING
+
+    app = start(monkeypatch, str(tiny_crop_model_dir))
+    assert app.sidebar.toggle[1].label == "Find the faces" and app.sidebar.toggle[1].value is True
+    assert "Trained on: the faces found in each picture" in " ".join(m.value for m in app.sidebar.markdown)
+    files, _ = group_and_wall_uploads(tmp_path)
+    app = upload(app, files)
+    titles = [e.label for e in app.expander]
+    assert len(titles) == 3 and [t.split(":")[0] for t in titles] == ["Face 1", "Face 2", "Face 3"]
+    for title in titles:
+        assert title.split(": ")[1].split(" ")[0] in ("ai", "real") and "%)" in title
+    assert any(m.value.startswith("**3 face(s) found.**") for m in app.markdown)
+    # the picture's verdict, then one per face; the face-free wall gets none
+    verdicts = [s.value for s in app.subheader]
+    assert len(verdicts) == 4 and all(v.startswith("Verdict:") for v in verdicts)
+    captions = [caption for image in app.get("image") for caption in image.captions]
+    assert captions == ["group.png", "face 1: Grad-CAM", "face 2: Grad-CAM", "face 3: Grad-CAM", "wall.jpg"]
+    bars = app.get("progress")
+    assert len(bars) == 2 * 4  # p(ai), p(real) for the picture and for each face
+    for p_ai, p_real in zip(bars[::2], bars[1::2]):
+        assert (p_ai.proto.value + p_real.proto.value) / 100 == pytest.approx(1, abs=0.02)
+    no_face = [w.value for w in app.warning if "no face found" in w.value]
+    assert no_face == [f"**wall.jpg**: {NO_FACE_WARNING}"]
+    assert not app.error
+
+
+def test_whole_picture_model_finds_faces_only_when_asked(monkeypatch, tmp_path, tiny_model_dir):
+    app = start(monkeypatch, str(tiny_model_dir))
+    assert app.sidebar.toggle[1].label == "Find the faces" and app.sidebar.toggle[1].value is False
+    files, _ = group_and_wall_uploads(tmp_path)
+    app = upload(app, files)
+    assert len(app.subheader) == 2 and not app.expander  # one verdict per picture, faces or not
+    assert not any("no face found" in w.value for w in app.warning)
+    app.sidebar.toggle[1].set_value(True).run()
+    assert not app.exception, app.exception
+    assert [e.label.split(":")[0] for e in app.expander] == ["Face 1", "Face 2", "Face 3"]
+    assert any("wall.jpg" in w.value and "no face found" in w.value for w in app.warning)

@@ -19,13 +19,28 @@ CHROMIUM_ARGS = [
 ]  # fmt: skip
 
 
-@pytest.fixture()
-def app_url(tiny_model_dir):
+@contextlib.contextmanager
+def streamlit_app(model_dir: Path):
+    """`streamlit run webapp/app.py` on a free port with `model_dir` as its model; its URL."""
     port = free_port()
-    env = dict(os.environ, AIVSREAL_MODEL=str(tiny_model_dir))
+    env = dict(os.environ, AIVSREAL_MODEL=str(model_dir))
     command = [shutil.which("streamlit") or "streamlit", "run", "webapp/app.py", "--server.headless", "true",
                "--server.address", "127.0.0.1", "--server.port", str(port)]  # fmt: skip
     with running_server(command, port, "/_stcore/health", PROJECT, env, timeout=60) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_model_dir):
+    """One app for the module's tests (about 14 s to start); each test opens its own page, so its own session."""
+    with streamlit_app(tiny_model_dir) as url:
+        yield url
+
+
+@pytest.fixture()
+def crop_app_url(tiny_crop_model_dir):
+    """The app on a model trained on face crops: it finds the faces by default (issue 17)."""
+    with streamlit_app(tiny_crop_model_dir) as url:
         yield url
 
 
@@ -94,3 +109,24 @@ def test_a_50_mb_upload_and_a_decompression_bomb_are_refused_and_the_next_upload
         expect(page.get_by_text("Verdict:")).to_be_visible(timeout=60_000)
         expect(page.get_by_text("face.png: Grad-CAM for")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "webapp_refusals.png"), full_page=True)
+
+
+@pytest.mark.skipif(
+    not CHROMIUM.exists(), reason="no browser: Debian's chromium is not installed (.ci/run installs it)"
+)
+def test_each_face_of_a_group_photo_is_judged_and_a_picture_without_one_is_flagged(crop_app_url, tmp_path):
+    import re
+
+    from helpers_faces import group_and_wall
+    from playwright.sync_api import expect
+
+    group, _, wall = group_and_wall(tmp_path)
+    with app_page(crop_app_url) as page:
+        page.locator('input[type="file"]').set_input_files([str(group), str(wall)])
+        expect(page.get_by_text("3 face(s) found.")).to_be_visible(timeout=60_000)
+        titles = page.get_by_text(re.compile(r"^Face [0-9]: (ai|real) \(p_(ai|real) = [0-9.]+%\)$"))
+        expect(titles).to_have_count(3)
+        expect(titles.first).to_contain_text("Face 1: ")
+        expect(page.get_by_text("face 1: Grad-CAM")).to_be_visible()  # the first face's panel is open
+        expect(page.get_by_text("wall.jpg: no face found")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "webapp_faces.png"), full_page=True)

@@ -1,5 +1,9 @@
 """Streamlit page: upload face images, get a live verdict, class probabilities and a heatmap.
 
+With "Find the faces" on (the default for a model trained with `data.faces: crop`), each picture's
+faces are found and drawn with their verdicts, and each face gets its own probabilities and
+Grad-CAM; a picture with no face found gets a warning, not a verdict.
+
 Run from the project root:  streamlit run webapp/app.py   (or `make app`)
 The model defaults to params.yaml's registered model at @champion in the project's MLflow store;
 AIVSREAL_MODEL (an MLflow URI or a saved-model folder) changes the default.
@@ -13,6 +17,7 @@ import streamlit as st
 
 from aivsreal.engines import ENGINE_NAMES
 from aivsreal.explain import grad_cam, overlay
+from aivsreal.faces import FaceBox, draw_faces, square_crop
 from aivsreal.images import IMAGE_SUFFIXES, BadImageError
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.model import INPUT_FILTERS
@@ -90,6 +95,12 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         + (f" of {config.resize} px" if config.resize else ""),
         f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
         f"Runs on: {ENGINE_NAMES[predictor.engine]}",
+        "Trained on: "
+        + (
+            "the faces found in each picture (data.faces: crop)"
+            if config.faces == "crop"
+            else "the pictures as given (data.faces: whole)"
+        ),
     ]
     if config.demo:
         lines.append(f"**Demo model**: {DEMO_NOTICE}")
@@ -97,35 +108,70 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
     st.sidebar.markdown("  \n".join(lines))
 
 
-def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool) -> bool:
+def result_ui(name: str, data: bytes, predictor: Predictor, show_heatmap: bool, faces: bool) -> bool:
     """One uploaded file; returns True for a confident 'real' (balloons)."""
     try:
         image = predictor.load(data)
     except BadImageError as error:
         st.error(f"**{name}**: cannot use this file: {error}. The other files are still checked.")
         return False
-    record = predictor.predict_records([image])[0]
-    label, first = record["label"], predictor.class_names[0]
+    if faces:
+        return faces_ui(name, image, predictor, show_heatmap)
+    record = predictor.answer([image], "whole")[0]
     left, right = st.columns([1, 1])
     if show_heatmap:
-        heatmap, seen = grad_cam(predictor, image, predictor.class_names.index(label))
-        left.image(overlay(seen, heatmap), caption=f"{name}: Grad-CAM for '{label}'", width="stretch")
+        heatmap, seen = grad_cam(predictor, image, predictor.class_names.index(record["label"]))
+        left.image(overlay(seen, heatmap), caption=f"{name}: Grad-CAM for '{record['label']}'", width="stretch")
     else:
         left.image(image, caption=name, width="stretch")
-    right.subheader(f"Verdict: {'AI-generated' if label == first else label.upper()}")
+    return verdict_ui(right, record, predictor, "This face")
+
+
+def verdict_ui(place, record: dict, predictor: Predictor, subject: str) -> bool:
+    """Verdict, probability bars, warnings and a coloured conclusion; True for a confident 'real'."""
+    label, first = record["label"], predictor.class_names[0]
+    place.subheader(f"Verdict: {'AI-generated' if label == first else label.upper()}")
     for class_name in predictor.class_names:
         probability = record[f"p_{class_name}"]
-        right.progress(probability, text=f"p({class_name}) = {probability:.1%}")
+        place.progress(probability, text=f"p({class_name}) = {probability:.1%}")
     for warning in record["warnings"]:  # outside what the model was validated on (input_range.py)
-        right.caption(f"⚠️ {warning}")
+        place.caption(f"⚠️ {warning}")
     if label == first:
-        right.warning(f"This face looks AI-generated (p = {record[f'p_{first}']:.1%}).")
+        place.warning(f"{subject} looks AI-generated (p = {record[f'p_{first}']:.1%}).")
         return False
     if record[f"p_{label}"] >= CONFIDENT and not record["warnings"] and not predictor.config.demo:
-        right.success(f"This looks like a real photo (p = {record[f'p_{label}']:.1%}).")
+        place.success(f"{subject} looks like a real photo (p = {record[f'p_{label}']:.1%}).")
         return True
-    right.info("Probably real, but the model is not confident.")
+    place.info("Probably real, but the model is not confident.")
     return False
+
+
+def faces_ui(name: str, image, predictor: Predictor, show_heatmap: bool) -> bool:
+    """Face mode: the picture with a box and verdict on each face found, the picture's verdict by the
+    model's face_summary, then each face with its probabilities (and Grad-CAM)."""
+    answer = predictor.answer([image], "crop")[0]
+    if not answer["faces"]:
+        st.image(image, caption=name, width=320)
+        st.warning(f"**{name}**: {answer['warnings'][0]}", icon="⚠️")
+        return False
+    left, right = st.columns([1, 1])
+    left.image(draw_faces(image, answer["faces"], predictor.class_names), caption=name, width="stretch")
+    rule = {"any": "any face", "all": "every face"}[predictor.config.face_summary]
+    right.markdown(f"**{len(answer['faces'])} face(s) found.** The picture is called {predictor.class_names[0]} "
+                   f"when {rule} is; its probabilities are those of its deciding face.")  # fmt: skip
+    confident = verdict_ui(right, answer, predictor, "This picture")
+    for number, face in enumerate(answer["faces"], start=1):
+        crop = square_crop(image, FaceBox(**face["box"]), predictor.config.face_margin)
+        label = face["label"]
+        with st.expander(f"Face {number}: {label} (p_{label} = {face[f'p_{label}']:.1%})", expanded=number == 1):
+            face_left, face_right = st.columns([1, 2])
+            if show_heatmap:
+                heatmap, seen = grad_cam(predictor, crop, predictor.class_names.index(face["label"]))
+                face_left.image(overlay(seen, heatmap), caption=f"face {number}: Grad-CAM", width="stretch")
+            else:
+                face_left.image(crop, caption=f"face {number}", width="stretch")
+            verdict_ui(face_right, face, predictor, "This face")
+    return confident
 
 
 def main() -> None:
@@ -139,11 +185,16 @@ def main() -> None:
     if predictor.config.demo:
         st.warning(f"This is a {DEMO_NOTICE}.", icon="⚠️")
     show_heatmap = st.sidebar.toggle("Show Grad-CAM heatmap", value=True, help="Regions that drove the decision")
+    faces = st.sidebar.toggle(
+        "Find the faces", value=predictor.config.faces == "crop",
+        help="Find each face in the picture and judge each one (on by default for a model trained on face crops "
+        "found this way: data.faces: crop)",
+    )  # fmt: skip
     uploads = st.file_uploader("Upload face images", type=UPLOAD_TYPES, accept_multiple_files=True)
     if not uploads:
         st.info("Upload one or more face images (JPEG, PNG, WebP, ...) to get a verdict.")
         return
-    confident_real = [result_ui(u.name, u.getvalue(), predictor, show_heatmap) for u in uploads]
+    confident_real = [result_ui(u.name, u.getvalue(), predictor, show_heatmap, faces) for u in uploads]
     if any(confident_real):
         st.balloons()
 

@@ -1,4 +1,10 @@
-"""Finding the faces in a photo (issue 17, first part): OpenCV's Haar cascade for frontal faces.
+"""Finding the faces in a photo and judging each one: `data.faces: crop` (params.yaml).
+
+In crop mode the split stage trains on the faces it finds (split.crop_faces), and every interface
+(Predictor.answer: the server, the CLI, the app, Spark) finds the faces of a picture, crops each
+square with `data.face_margin` and judges each one; the picture's own label follows
+`data.face_summary`. The choice travels in the model's config.json. The detector is OpenCV's Haar
+cascade for frontal faces.
 
 Why this detector: its model (`haarcascade_frontalface_default.xml`) ships inside the
 opencv-python-headless wheel (`cv2.data.haarcascades`), so it runs offline and nothing is ever
@@ -13,6 +19,7 @@ margin for the cascade's window otherwise), shrunk first when large.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -51,13 +58,23 @@ class FaceFinder:
         self, min_side: int = 32, border: float = 0.25, max_side: int = 1024, scale_factor: float = 1.1,
         min_neighbors: int = 8,
     ):  # fmt: skip
-        import cv2
-
-        self.cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE_FILE)
-        if self.cascade.empty():
-            raise RuntimeError(f"OpenCV's {CASCADE_FILE} did not load: reinstall opencv-python-headless")
+        self._local = threading.local()
+        assert self.cascade is not None  # loads now: a broken install fails here, not at the first image
         self.min_side, self.border, self.max_side = min_side, border, max_side
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
+
+    @property
+    def cascade(self):
+        """This thread's classifier: one CascadeClassifier shared by threads fails inside OpenCV."""
+        cascade = getattr(self._local, "cascade", None)
+        if cascade is None:
+            import cv2
+
+            cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE_FILE)
+            if cascade.empty():
+                raise RuntimeError(f"OpenCV's {CASCADE_FILE} did not load: reinstall opencv-python-headless")
+            self._local.cascade = cascade
+        return cascade
 
     def find(self, image: Image.Image) -> list[FaceBox]:
         import cv2
@@ -96,20 +113,58 @@ def square_crop(image: Image.Image, box: FaceBox, margin: float = 0.25) -> Image
     return image.crop((left, top, left + side, top + side))
 
 
-NO_FACE_WARNING = (
-    "no face found: not judged (the model judges faces; crop the face or pass the whole image without --faces)"
-)
+NO_FACE_WARNING = "no face found: not judged (the model judges faces: crop the face, or judge the whole picture)"
 SUMMARY_RULES = ("any", "all")  # image-level verdict: positive class if any face / every face is judged so
+
+
+def find_faces(finder: FaceFinder, images: list[Image.Image], threads: int = 2) -> list[list[FaceBox]]:
+    """The faces of each image; OpenCV releases the GIL while it looks, so threads overlap."""
+    if len(images) < 2:
+        return [finder.find(image) for image in images]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(pool.map(finder.find, images))
+
+
+def judge_images(
+    predictor, images: list[Image.Image], finder: FaceFinder, margin: float = 0.25, rule: str = "any"
+) -> list[dict]:
+    """Crop mode's answer for each picture (image_answer): its faces found, each cropped square with
+    `margin` and judged on its own, all crops of all pictures in one batch."""
+    boxes = find_faces(finder, images)
+    crops = [square_crop(image, box, margin) for image, found in zip(images, boxes) for box in found]
+    records = iter(predictor.predict_records(crops) if crops else [])
+    answers = []
+    for found in boxes:
+        faces = [{"box": box.as_dict(), **next(records)} for box in found]
+        answers.append(image_answer(faces, predictor.class_names, rule, predictor.engine))
+    return answers
 
 
 def judge_faces(predictor, image: Image.Image, finder: FaceFinder, margin: float = 0.25) -> list[dict]:
     """One answer per face found in `image`, largest first: the predictor's record for the square
     crop of the face (label, probabilities, warnings, engine) plus its `box` in the image's pixels.
-    An empty list when no face is found: the caller says so (NO_FACE_WARNING), never guesses."""
-    boxes = finder.find(image)
-    crops = [square_crop(image, box, margin) for box in boxes]
-    records = predictor.predict_records(crops) if crops else []
-    return [{"box": box.as_dict(), **record} for box, record in zip(boxes, records)]
+    An empty list when no face is found."""
+    return judge_images(predictor, [image], finder, margin)[0]["faces"]
+
+
+def image_answer(faces: list[dict], class_names: list[str], rule: str, engine: str) -> dict:
+    """A picture's answer from its faces' answers (largest face first):
+    {"label", "p_<class>"..., "warnings", "engine", "faces": [{"box", "label", "p_<class>"..., "warnings", "engine"}]}.
+
+    `label` follows `rule` (image_verdict). The picture's probabilities and warnings are those of
+    its deciding face: with "any", the face most likely of the first (AI) class, so the picture is
+    AI exactly when that face is; with "all", the least likely one. No face found: no label, no
+    probabilities, and NO_FACE_WARNING; never a guess."""
+    if not faces:
+        return {"label": None, **{f"p_{name}": None for name in class_names}, "warnings": [NO_FACE_WARNING],
+                "engine": engine, "faces": []}  # fmt: skip
+    key = f"p_{class_names[0]}"
+    deciding = (max if rule == "any" else min)(faces, key=lambda face: face[key])
+    probabilities = {f"p_{name}": deciding[f"p_{name}"] for name in class_names}
+    label = image_verdict(faces, class_names, rule)
+    return {"label": label, **probabilities, "warnings": list(deciding["warnings"]), "engine": engine, "faces": faces}
 
 
 def image_verdict(faces: list[dict], class_names: list[str], rule: str = "any") -> str | None:
@@ -128,3 +183,22 @@ def image_verdict(faces: list[dict], class_names: list[str], rule: str = "any") 
         return positive
     others = Counter(face["label"] for face in faces if face["label"] != positive)
     return others.most_common(1)[0][0] if others else class_names[1]
+
+
+def draw_faces(image: Image.Image, faces: list[dict], class_names: list[str]) -> Image.Image:
+    """A copy of `image` with each face's box and verdict drawn on it: red for the first (AI) class,
+    green otherwise, numbered as listed."""
+    from PIL import ImageDraw
+
+    drawn = image.convert("RGB")
+    draw = ImageDraw.Draw(drawn)
+    width = max(2, round(max(image.size) / 200))
+    for number, face in enumerate(faces, start=1):
+        box, label = face["box"], face["label"]
+        colour = (220, 30, 30) if label == class_names[0] else (20, 170, 60)
+        corners = (box["left"], box["top"], box["left"] + box["width"], box["top"] + box["height"])
+        draw.rectangle(corners, outline=colour, width=width)
+        text = f"{number}: {label} {face[f'p_{label}']:.0%}"
+        size = max(12, box["width"] // 7)
+        draw.text((box["left"] + width, max(0, box["top"] - size - width)), text, fill=colour, font_size=size)
+    return drawn

@@ -66,6 +66,9 @@ class ModelConfig:
     demo: bool = False  # trained on the built-in sample data: it says nothing about real photos
     onnx_file: str = ""  # the network exported beside the weights for ONNX Runtime (engines.py); "" = none
     int8_file: str = ""  # its int8 quantised copy (model.int8: true), the default engine when present; "" = none
+    faces: str = "whole"  # "whole": judge the picture as given | "crop": find the faces, judge each (faces.py)
+    face_margin: float = 0.25  # crop: margin around a face box on every side, share of its side
+    face_summary: str = "any"  # crop: the picture's label is AI if "any" face / "all" faces are
 
     @classmethod
     def from_params(cls, params: Params) -> ModelConfig:
@@ -78,6 +81,7 @@ class ModelConfig:
             eval_size=p.eval_size, tta_hflip=p.tta_hflip, min_side=m.min_side,
             max_confidence=params.calibration.max_confidence,
             warn_accuracy_drop=params.calibration.warn_accuracy_drop,
+            faces=params.data.faces, face_margin=params.data.face_margin, face_summary=params.data.face_summary,
         )  # fmt: skip
 
     @classmethod

@@ -31,6 +31,8 @@ Optimizer = Literal["adam", "adamw"]
 LrSchedule = Literal["constant", "onecycle"]
 Launcher = Literal["single", "torchrun"]
 Device = Literal["auto", "cpu", "cuda"]
+FaceMode = Literal["whole", "crop"]  # data.faces: judge the whole picture, or each face found in it (faces.py)
+FaceSummary = Literal["any", "all"]  # data.face_summary: the picture is AI if any face / every face is
 THRESHOLD_RULES = ("youden", "max_accuracy")  # calibration.threshold_rule: one of these,
 VALUED_THRESHOLD_RULES = ("fpr", "fixed")  # or one of these with ":X", X in [0, 1] (fpr:0.05, fixed:0.5)
 
@@ -39,6 +41,9 @@ VALUED_THRESHOLD_RULES = ("fpr", "fixed")  # or one of these with ":X", X in [0,
 class DataParams:
     dir: str
     class_names: list[str]
+    faces: FaceMode
+    face_margin: float  # crop mode: margin added on every side of a face box, as a share of its side
+    face_summary: FaceSummary
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,6 +209,8 @@ class Params:
             raise ParamsError(f"calibration.min_temperature must be in (0, 20], got {self.calibration.min_temperature}")
         if not 0.5 < self.calibration.max_confidence <= 1:
             raise ParamsError(f"calibration.max_confidence must be in (0.5, 1], got {self.calibration.max_confidence}")
+        if not 0 <= self.data.face_margin <= 2:
+            raise ParamsError(f"data.face_margin must be in [0, 2] (of the face side), got {self.data.face_margin}")
         if self.model.min_side < 1:
             raise ParamsError(f"model.min_side must be at least 1 pixel, got {self.model.min_side}")
         if not 0 <= self.model.dropout < 1:

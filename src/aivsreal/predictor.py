@@ -27,6 +27,7 @@ class Predictor:
         self.config = config
         self.transform = config.eval_transform()  # one image -> normalised tensor (Grad-CAM, the app)
         self.geometry = config.eval_geometry()
+        self._finder = None
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> Predictor:
@@ -88,6 +89,25 @@ class Predictor:
         if len(names) == 2:
             return [names[0] if p[0] >= self.config.threshold else names[1] for p in probabilities]
         return [names[i] for i in probabilities.argmax(axis=1)]
+
+    @property
+    def face_finder(self):
+        """The face detector (crop mode), made on first use: loading the cascade takes a moment."""
+        if self._finder is None:
+            from aivsreal.faces import FaceFinder
+
+            self._finder = FaceFinder()
+        return self._finder
+
+    def answer(self, images: list[Image.Image], faces: str | None = None, batch_size: int = 64) -> list[dict]:
+        """What every interface answers for each picture, by the model's `faces` mode (or `faces` given):
+        "whole", predict_records' record for the picture; "crop", its faces found and each one judged,
+        with the picture's label by `face_summary` (faces.image_answer: the record plus `faces`)."""
+        if (faces or self.config.faces) != "crop":
+            return self.predict_records(images, batch_size)
+        from aivsreal.faces import judge_images
+
+        return judge_images(self, images, self.face_finder, self.config.face_margin, self.config.face_summary)
 
     def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
         """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ...}, ...] in input order;

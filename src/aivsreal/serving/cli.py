@@ -7,10 +7,12 @@ python -m aivsreal.serving.cli --model models:/ai-vs-real/3 --json *.png    # on
 python -m aivsreal.serving.cli --csv photos/ > scores.csv
 python -m aivsreal.serving.cli --faces group.jpg                   # find the faces, judge each one
 
-With --faces (issue 17, so far in the CLI only) each image's faces are found (OpenCV's bundled
-Haar cascade, faces.py), each is cropped square with a margin and judged on its own: one answer
-per face with its box, and an image-level label by --summary (any: AI if any face is judged AI;
+A model trained with `data.faces: crop` finds the faces of each image (OpenCV's bundled Haar
+cascade, faces.py), crops each square with a margin and judges each one: one answer per face with
+its box, and the image's label by the model's `face_summary` (any: AI if any face is judged AI;
 all: only if every face is). An image with no face found gets a warning, not a verdict.
+--faces does the same with any model (one trained on face crops judges the faces of a group
+photo); --whole judges the whole picture whatever the model says.
 
 The registered model is looked up in MLFLOW_TRACKING_URI, else in the project this is run from
 (the nearest folder above holding dvc.yaml), else in the project the package was installed from;
@@ -61,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per line")
     output.add_argument("--csv", action="store_true", help="print CSV: path, label, p_<class>..., warnings, engine")
-    parser.add_argument("--faces", action="store_true", help="find the faces in each image and judge each one")
-    parser.add_argument("--margin", type=float, default=0.25, help="--faces: margin around a face, share of its side")
-    parser.add_argument("--summary", choices=["any", "all"], default="any",
-                        help="--faces: the image's label is AI if any face (any) or every face (all) is")  # fmt: skip
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--faces", action="store_true", help="find the faces in each image and judge each one")
+    mode.add_argument("--whole", action="store_true", help="judge each whole image (even with a crop-mode model)")
+    parser.add_argument("--margin", type=float, help="face mode: margin around a face, share of its side")
+    parser.add_argument("--summary", choices=["any", "all"],
+                        help="face mode: the image is AI if any face (any) or every face (all) is")  # fmt: skip
     args = parser.parse_args(argv)
 
     from aivsreal.images import BadImageError
@@ -94,18 +98,18 @@ def main(argv: list[str] | None = None) -> int:
     for path, reason in skipped:
         print(f"{path}: skipped: {reason}", file=sys.stderr)
     failures = len(skipped)
+    faces = "crop" if args.faces else "whole" if args.whole else predictor.config.faces
+    if args.margin is not None:
+        predictor.config.face_margin = args.margin
+    if args.summary is not None:
+        predictor.config.face_summary = args.summary
     writer = None
     if args.csv:
         fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings", "engine"]
-        if args.faces:
+        if faces == "crop":
             fields = ["path", "face", "left", "top", "width", "height", *fields[1:], "image_label"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
-    finder = None
-    if args.faces:
-        from aivsreal.faces import FaceFinder
-
-        finder = FaceFinder()
     from tqdm import tqdm
 
     for path in tqdm(files, desc="scoring", unit="img", file=sys.stderr, disable=len(files) < PROGRESS_FROM or None):
@@ -115,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             tqdm.write(f"{path}: skipped: {error}", file=sys.stderr)
             continue
-        if finder is not None:
-            print_faces(predictor, path, image, finder, args, writer)
+        record = predictor.answer([image], faces)[0]
+        if faces == "crop":
+            print_faces(predictor, path, record, args, writer)
             continue
-        record = predictor.predict_records([image])[0]
         if args.json:
             print(json.dumps({"path": path, **record}), flush=True)
         elif writer is not None:
@@ -131,17 +135,14 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failures else 0
 
 
-def print_faces(predictor, path: str, image, finder, args, writer) -> None:
-    """--faces: one answer per face found (text, JSON line or CSV row), or the no-face warning."""
+def print_faces(predictor, path: str, answer: dict, args, writer) -> None:
+    """Face mode: one answer per face found (text, JSON line or CSV row), or the no-face warning."""
     from tqdm import tqdm
 
-    from aivsreal.faces import NO_FACE_WARNING, image_verdict, judge_faces
-
-    faces = judge_faces(predictor, image, finder, args.margin)
-    verdict = image_verdict(faces, predictor.class_names, args.summary)
+    verdict, faces = answer["label"], answer["faces"]
     if not faces:  # an answer of its own: the image was read, and holds nothing to judge
-        empty = {"face": None, "box": None, "label": None, "warnings": [NO_FACE_WARNING], "engine": predictor.engine}
-        faces_out = [empty | {f"p_{name}": None for name in predictor.class_names}]
+        faces_out = [{"face": None, "box": None, **{k: v for k, v in answer.items() if k not in ("faces", "label")},
+                      "label": None}]  # fmt: skip
     else:
         faces_out = [{"face": number, **face} for number, face in enumerate(faces, start=1)]
     if args.json:
@@ -154,9 +155,9 @@ def print_faces(predictor, path: str, image, finder, args, writer) -> None:
                 {"path": path, **face, **box, "warnings": "; ".join(face["warnings"]), "image_label": verdict}
             )
     elif not faces:
-        tqdm.write(f"{path}: {NO_FACE_WARNING}", file=sys.stdout)
+        tqdm.write(f"{path}: {answer['warnings'][0]}", file=sys.stdout)
     else:
-        rule = {"any": "if any face is", "all": "if every face is"}[args.summary]
+        rule = {"any": "if any face is", "all": "if every face is"}[predictor.config.face_summary]
         tqdm.write(f"{path}: {len(faces)} face(s) -> {verdict}  ({predictor.class_names[0]} {rule})", file=sys.stdout)
         for face in faces_out:
             box = face["box"]

@@ -6,6 +6,10 @@ artifacts are the state_dict and config.json written by the train stage.
 Request: a string column `image` holding base64-encoded image files (JPEG, PNG, WebP...).
 Response: per image, `label`, `p_<class>` for each class, and `warnings`: a list (often empty)
 saying when the image lies outside what the model was validated on (input_range.py).
+A model trained with `data.faces: crop` also answers `faces`, per image the list of faces found
+(largest first), each with its `box` (left, top, width, height in the image's pixels), `label`,
+`p_<class>` and `warnings`; the image's own label follows the model's `face_summary`, and an
+image with no face found gets a null label and probabilities and the warning "no face found".
 A request with any bad image, or one too small to judge, is rejected as a whole with a 400
 naming the first bad row.
 """
@@ -23,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.types import ColSpec, DataType, Schema
-from mlflow.types.schema import Array
+from mlflow.types.schema import Array, Object, Property
 
 from aivsreal.engines import ENGINE_NAMES
 from aivsreal.images import BadImageError
@@ -34,10 +38,19 @@ INPUT_COLUMN = "image"
 MAX_IMAGES_PER_REQUEST = 256
 
 
-def signature(class_names: list[str]) -> ModelSignature:
+def signature(class_names: list[str], faces: str = "whole") -> ModelSignature:
+    """What the model answers; a crop-mode model (`faces` = "crop") adds the `faces` column."""
     outputs = [ColSpec("string", "label")] + [ColSpec("double", f"p_{name}") for name in class_names]
     outputs.append(ColSpec(Array(DataType.string), "warnings"))
     outputs.append(ColSpec("string", "engine"))  # "onnx" | "onnx-int8" | "torch": which engine answered
+    if faces == "crop":
+        box = Object([Property(side, DataType.long) for side in ("left", "top", "width", "height")])
+        face = Object(
+            [Property("box", box), Property("label", DataType.string)]
+            + [Property(f"p_{name}", DataType.double) for name in class_names]
+            + [Property("warnings", Array(DataType.string)), Property("engine", DataType.string)]
+        )
+        outputs.append(ColSpec(Array(face), "faces"))
     return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]), outputs=Schema(outputs))
 
 
@@ -102,4 +115,6 @@ class AiVsRealModel(mlflow.pyfunc.PythonModel):
                 images.append(self.predictor.load(data))
             except BadImageError as error:
                 raise bad_request(f"row {row}: {error}") from None
-        return pd.DataFrame(self.predictor.predict_records(images))
+        answers = pd.DataFrame(self.predictor.answer(images))
+        # No face found: null label and probabilities, sent as JSON null (a float column would send NaN)
+        return answers.astype(object).where(answers.notna(), None)

@@ -1,5 +1,7 @@
 """The Spark job: every image file under a folder scored through an MLflow model's Spark UDF.
 
+A crop-mode model (`data.faces: crop`) writes one row per face found, with its box (face_rows).
+
 Spark reads the files (`binaryFile`, recursively, image suffixes only), a pandas UDF decodes each
 one with the same `load_image` the model uses, and only the files that decode go to the model
 through MLflow's own `mlflow.pyfunc.spark_udf` (env_manager="local"). The served model rejects a
@@ -220,12 +222,42 @@ def write_predictions(good, bad, model_dir: Path, output_uri: str, overwrite: bo
     result = scored.withColumn("error", F.lit(None).cast("string")).unionByName(
         bad.select("path", no_prediction.alias("prediction"), "error")
     )
+    if "faces" in scored.schema["prediction"].dataType.names:  # a crop-mode model: one row per face
+        result = face_rows(result)
+    else:
+        result = result.select("path", "prediction.*", "error")
     mode = "overwrite" if overwrite else "errorifexists"
     try:
-        result.select("path", "prediction.*", "error").write.mode(mode).parquet(output_uri)
+        result.write.mode(mode).parquet(output_uri)
     except AnalysisException as error:
         hint = " (pass --overwrite to replace it)" if "already exists" in str(error) else ""
         raise BatchScoreError(f"cannot write {output_uri}: {str(error).splitlines()[0][:300]}{hint}") from None
+
+
+def face_rows(result):
+    """A crop-mode model's answers (path, prediction, error) as one row per face: `face` (1 = the
+    largest), its box (`left`, `top`, `width`, `height`), its `label`, `p_<class>`, `warnings`, the
+    `engine`, and `image_label` (the picture's label by the model's face_summary). A picture with no
+    face found is one row with null face, box, label and probabilities and the "no face found"
+    warning; a skipped file, one row with its `error`."""
+    from pyspark.sql import functions as F
+
+    face_fields = result.schema["prediction"].dataType["faces"].dataType.elementType.names
+    classes = [name for name in face_fields if name.startswith("p_")]
+    exploded = result.select("path", "prediction", "error", F.posexplode_outer("prediction.faces").alias("at", "f"))
+    no_face = F.col("f").isNull()
+    return exploded.select(
+        "path",
+        (F.col("at") + 1).alias("face"),
+        *[F.col(f"f.box.{side}").alias(side) for side in ("left", "top", "width", "height")],
+        F.col("f.label").alias("label"),
+        *[F.col(f"f.{name}").alias(name) for name in classes],
+        F.when(no_face, F.col("prediction.warnings")).otherwise(F.col("f.warnings")).alias("warnings"),
+        F.col("prediction.engine").alias("engine"),
+        # MLflow's UDF hands a null label over as the text "None": no face, no image label
+        F.when(F.size("prediction.faces") > 0, F.col("prediction.label")).alias("image_label"),
+        "error",
+    )
 
 
 def reason_kind(error: str) -> str:
