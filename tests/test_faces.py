@@ -63,7 +63,7 @@ def test_square_crop_is_square_holds_the_face_and_stays_inside():
 
 
 @pytest.mark.skipif(not FACEBENCH.is_dir(), reason="../shared/facebench not present")
-def test_facebench_faces_composed_into_one_picture_are_each_found(finder):
+def test_facebench_faces_composed_into_one_picture_are_each_found_and_judged(finder, tiny_crop_model_dir):
     """Three faces the detector finds on their own (an AI face among them) are all found, once each,
     side by side in one picture."""
     chosen = []
@@ -75,6 +75,11 @@ def test_facebench_faces_composed_into_one_picture_are_each_found(finder):
                 break
     picture, placed = compose([face for _, face in chosen], 720, 300)
     assert_one_box_per_face(finder.find(picture), placed)
+    from aivsreal.predictor import Predictor
+
+    (answer,) = Predictor.from_dir(tiny_crop_model_dir).answer([picture])  # a crop-mode model: one answer per face
+    assert_one_box_per_face([FaceBox(**face["box"]) for face in answer["faces"]], placed)
+    assert all(face["label"] in ("ai", "real") for face in answer["faces"]) and answer["label"] in ("ai", "real")
 
 
 def test_image_verdict_follows_the_documented_rule():

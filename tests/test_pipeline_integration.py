@@ -186,44 +186,6 @@ def test_second_repro_runs_nothing_and_report_param_reruns_only_report(project):
     assert runs_after == runs_before  # report logs into the train run, it does not start one
 
 
-def test_wild_accuracy_gate_keeps_a_model_below_it_from_champion(project):
-    """evaluate.min_wild_accuracy: one step above the measured wild accuracy refuses promotion."""
-    repo, env = project["repo"], project["env"]
-    client = MlflowClient(project["uri"])
-    wild = json.loads((repo / "metrics/evaluate.json").read_text())["wild_accuracy"]
-    info = training_run(repo, project["uri"])
-    bar = round(wild + 0.001, 6)
-    set_params(repo, {"evaluate": {"min_wild_accuracy": bar}})
-    try:
-        output = run(["dvc", "repro"], repo, env)
-        assert stages_run(output) == ["evaluate", "report"] and "not passed" in output
-        tested = json.loads((repo / "metrics/evaluate.json").read_text())
-        assert tested["promoted"] is False and tested["wild_accuracy"] == wild
-        assert client.get_run(info["run_id"]).data.tags["promoted"] == "false"
-        assert f"wild accuracy >= {bar})" in (repo / "reports/report.md").read_text()
-        set_params(repo, {"evaluate": {"min_wild_accuracy": wild}})  # exactly met: promoted
-        run(["dvc", "repro"], repo, env)
-        assert json.loads((repo / "metrics/evaluate.json").read_text())["promoted"] is True
-    finally:
-        set_params(repo, {"evaluate": {"min_wild_accuracy": 0.0}})
-        run(["dvc", "repro"], repo, env)
-
-
-def test_run_cache_restore_creates_no_new_run_or_version(project):
-    repo, env = project["repo"], project["env"]
-    client = MlflowClient(project["uri"])
-    original = training_run(repo, project["uri"])
-    set_params(repo, {"train": {"seed": 1}})  # other weights
-    assert "train" in stages_run(run(["dvc", "repro"], repo, env))
-    assert training_run(repo, project["uri"])["run_id"] != original["run_id"]
-    versions = len(client.search_model_versions("name='ai-vs-real'"))
-    set_params(repo, {"train": {"seed": 0}})  # back to a params set DVC has run before
-    output = run(["dvc", "repro"], repo, env)
-    assert "train" not in stages_run(output)  # restored from the run cache
-    assert len(client.search_model_versions("name='ai-vs-real'")) == versions
-    assert training_run(repo, project["uri"]) == original  # the restored weights find the run that trained them
-
-
 def test_served_champion_answers_per_face_warns_without_one_and_rejects_bad_payloads(project, tmp_path):
     repo, env = project["repo"], dict(project["env"])
     env["MLFLOW_TRACKING_URI"] = project["uri"]
@@ -274,12 +236,14 @@ def test_served_champion_answers_per_face_warns_without_one_and_rejects_bad_payl
             assert requests.get(f"{url}/ping").status_code == 200  # still serving
 
 
-def test_exp_run_temp_logs_into_the_project_store_and_an_int8_graph_that_loses_accuracy_is_dropped(
+def test_exp_run_temp_logs_into_the_project_store_drops_a_lossy_int8_graph_and_a_wild_gate_blocks_promotion(
     project, monkeypatch
 ):
     """`dvc exp run --temp` works in .dvc/tmp/exps: its run must land in the project's mlflow.db. The
     experiment also sets a `model.int8_max_drop` no int8 graph can meet: the train stage drops the graph,
-    says so, and the model answers on the float graph (the committed pipeline's answers on int8)."""
+    says so, and the model answers on the float graph (the committed pipeline's answers on int8). And an
+    `evaluate.min_wild_accuracy` no model can meet: the new version is evaluated, not promoted, and the
+    report names the gate (the boundary, exactly met = promoted, is test_evaluation.py's)."""
     from aivsreal.engines import ENGINE_ENV
     from aivsreal.serving.artifacts import load_predictor
 
@@ -287,10 +251,17 @@ def test_exp_run_temp_logs_into_the_project_store_and_an_int8_graph_that_loses_a
     client = MlflowClient(project["uri"])
     experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
     before = {r.info.run_id for r in client.search_runs([experiment_id])}
-    output = run(["dvc", "exp", "run", "--temp", "-S", "train.lr=0.001", "-S", "model.int8_max_drop=-100"], repo, env)
+    champion = client.get_model_version_by_alias("ai-vs-real", "champion").version
+    flags = ["-S", "train.lr=0.001", "-S", "model.int8_max_drop=-100", "-S", "evaluate.min_wild_accuracy=1.01"]
+    output = run(["dvc", "exp", "run", "--temp", *flags], repo, env)
     new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
     assert len(new) == 1 and new[0].data.params["train.lr"] == "0.001"
     assert not (repo / ".dvc/tmp/exps").exists() or not list((repo / ".dvc/tmp/exps").rglob("mlflow.db"))
+
+    assert "not passed" in output and new[0].data.tags["promoted"] == "false"  # the wild gate
+    assert client.get_model_version_by_alias("ai-vs-real", "champion").version == champion
+    report = Path(client.download_artifacts(new[0].info.run_id, "report/report.md")).read_text()
+    assert "wild accuracy >= 1.01)" in report and "Promoted to @champion: no" in report
 
     assert "int8 graph dropped" in output and new[0].data.metrics["int8_kept"] == 0
     assert new[0].data.tags["evaluate_engine"] == "onnx"  # its test metrics are those of what serves
@@ -304,11 +275,15 @@ def test_exp_run_temp_logs_into_the_project_store_and_an_int8_graph_that_loses_a
     assert load_predictor(repo / "models/model").engine == "onnx"
 
 
-def test_exp_run_under_torchrun_trains_on_two_processes_and_logs_once(project):
-    """`train.launcher: torchrun`: the stage restarts itself as 2 gloo processes; only rank 0 logs and writes."""
+def test_exp_run_under_torchrun_logs_once_and_the_run_cache_restores_it_without_a_new_run_or_version(project):
+    """`train.launcher: torchrun`: the stage restarts itself as 2 gloo processes; only rank 0 logs and writes.
+    DVC keeps the experiment's stages in its run cache: the same params set in the workspace are restored,
+    not run, with no new MLflow run or model version, and the restored weights find the run that trained
+    them; back to the committed params, the committed model is restored the same way."""
     repo, env = project["repo"], project["env"]
     client = MlflowClient(project["uri"])
     experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
+    original = training_run(repo, project["uri"])
     before = {r.info.run_id for r in client.search_runs([experiment_id])}
     output = run(["dvc", "exp", "run", "--temp", "-S", "train.launcher=torchrun", "-S", "train.nproc=2"], repo, env)
     new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
@@ -316,6 +291,21 @@ def test_exp_run_under_torchrun_trains_on_two_processes_and_logs_once(project):
     assert new[0].data.tags["processes"] == "2" and new[0].data.params["train.launcher"] == "torchrun"
     epochs = client.get_metric_history(new[0].info.run_id, "val_loss")
     assert [m.step for m in epochs] == [1, 2]  # one value per epoch: rank 0 alone logs
+
+    runs = len(client.search_runs([experiment_id]))
+    versions = len(client.search_model_versions("name='ai-vs-real'"))
+    set_params(repo, {"train": {"launcher": "torchrun", "nproc": 2}})  # params DVC has run (in the experiment)
+    try:
+        output = run(["dvc", "repro"], repo, env)
+        assert "train" not in stages_run(output) and "Stage 'train' is cached" in output
+        assert training_run(repo, project["uri"])["run_id"] == new[0].info.run_id
+    finally:
+        set_params(repo, {"train": {"launcher": "single"}})
+        output = run(["dvc", "repro"], repo, env)
+    assert "train" not in stages_run(output)  # the committed params: restored from the run cache too
+    assert training_run(repo, project["uri"]) == original
+    assert len(client.search_runs([experiment_id])) == runs  # no new run,
+    assert len(client.search_model_versions("name='ai-vs-real'")) == versions  # no new version
 
 
 def test_dvc_remote_round_trip_restores_a_fresh_clone_up_to_date(project, tmp_path):
