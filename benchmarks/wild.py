@@ -12,12 +12,18 @@ half size (fed at that size), and a social-media chain (resize 0.6-0.9, JPEG 70-
 is applied to both classes alike. Wild accuracy is the mean accuracy over the six conditions.
 Prints one Markdown table per fold and a summary, for benchmarks/RESULTS.md; `--json` also
 writes the rows. Skips (exit 0) when ../shared/facebench is absent.
+
+With `--set data.faces=crop` the faces of every file are found and cropped first (split.crop_faces,
+as the crop-mode split stage does; crops under --crops), the model trains on the training pool's
+crops and is tested on the left-out source's crops: files with no face found are left out of both
+(the summary counts them), and the wild conditions are applied to the crops.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -70,6 +76,17 @@ def run_fold(
     return rows, minutes
 
 
+def face_crops(rows: list[dict], folder: Path, params: Params) -> tuple[list[dict], int]:
+    """Crop mode: the square face crops of `rows` (split.crop_faces), and how many files had no face."""
+    from aivsreal.manifests import ImageRecord
+    from aivsreal.split import crop_faces
+
+    records = [ImageRecord(row["path"], row["label"], row["sha256"]) for row in rows]
+    splits = {"train": records, "val": [], "test": []}
+    crops, no_face, _ = crop_faces(splits, folder, params.data.face_margin, params.split.max_pixels)
+    return rows_of(crops["train"]), len(no_face)
+
+
 def fold_table(rows: list[dict]) -> str:
     lines = ["| condition (both classes) | accuracy | ROC AUC | AI recall | real recall |", "|---|---|---|---|---|"]
     for row in rows:
@@ -89,6 +106,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with dev/, extra/ and sd21/")
     parser.add_argument("--json", type=Path, help="also write the rows of every fold to this file")
     parser.add_argument("--save", type=Path, help="also save each fold's model to SAVE/<left-out source>/")
+    parser.add_argument("--crops", type=Path, default=Path(tempfile.gettempdir()) / "aivsreal_wild_crops",
+                        help="data.faces=crop: the face crops go here (default: %(default)s)")  # fmt: skip
     args = parser.parse_args()
     setup_logging()  # one line per epoch on stderr
     if not all((args.data / source).is_dir() for source in SOURCES):
@@ -97,6 +116,11 @@ def main() -> None:
     params, sets = preset_params(args.preset, args.set)
     classes = params.data.class_names
     by_source = {s: rows_of(scan_dataset(args.data / s, classes, params.split.max_pixels)[0]) for s in SOURCES}
+    no_face = {}
+    if params.data.faces == "crop":
+        for source in SOURCES:
+            by_source[source], no_face[source] = face_crops(by_source[source], args.crops / source, params)
+            print(f"# {source}/: {len(by_source[source])} faces, {no_face[source]} files with no face found")
 
     print(f"# preset {args.preset}, overrides {sets or 'none'}, data {args.data}")
     results, summary = {}, []

@@ -59,7 +59,7 @@ class FaceFinder:
         min_neighbors: int = 8,
     ):  # fmt: skip
         self._local = threading.local()
-        assert self.cascade is not None  # loads now: a broken install fails here, not at the first image
+        _ = self.cascade  # loads now: a broken install fails here, not at the first image
         self.min_side, self.border, self.max_side = min_side, border, max_side
         self.scale_factor, self.min_neighbors = scale_factor, min_neighbors
 
@@ -128,25 +128,19 @@ def find_faces(finder: FaceFinder, images: list[Image.Image], threads: int = 2) 
 
 
 def judge_images(
-    predictor, images: list[Image.Image], finder: FaceFinder, margin: float = 0.25, rule: str = "any"
-) -> list[dict]:
+    predictor, images: list[Image.Image], finder: FaceFinder, margin: float = 0.25, rule: str = "any",
+    batch_size: int = 64,
+) -> list[dict]:  # fmt: skip
     """Crop mode's answer for each picture (image_answer): its faces found, each cropped square with
-    `margin` and judged on its own, all crops of all pictures in one batch."""
+    `margin` and judged on its own, the crops of all pictures in batches of `batch_size`."""
     boxes = find_faces(finder, images)
     crops = [square_crop(image, box, margin) for image, found in zip(images, boxes) for box in found]
-    records = iter(predictor.predict_records(crops) if crops else [])
+    records = iter(predictor.predict_records(crops, batch_size) if crops else [])
     answers = []
     for found in boxes:
         faces = [{"box": box.as_dict(), **next(records)} for box in found]
         answers.append(image_answer(faces, predictor.class_names, rule, predictor.engine))
     return answers
-
-
-def judge_faces(predictor, image: Image.Image, finder: FaceFinder, margin: float = 0.25) -> list[dict]:
-    """One answer per face found in `image`, largest first: the predictor's record for the square
-    crop of the face (label, probabilities, warnings, engine) plus its `box` in the image's pixels.
-    An empty list when no face is found."""
-    return judge_images(predictor, [image], finder, margin)[0]["faces"]
 
 
 def image_answer(faces: list[dict], class_names: list[str], rule: str, engine: str) -> dict:

@@ -107,7 +107,8 @@ class Predictor:
             return self.predict_records(images, batch_size)
         from aivsreal.faces import judge_images
 
-        return judge_images(self, images, self.face_finder, self.config.face_margin, self.config.face_summary)
+        margin, rule = self.config.face_margin, self.config.face_summary
+        return judge_images(self, images, self.face_finder, margin, rule, batch_size)
 
     def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
         """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ...}, ...] in input order;

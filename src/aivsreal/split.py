@@ -240,7 +240,7 @@ def crop_faces(
                 digest = hashlib.sha256(target.read_bytes()).hexdigest()
                 cropped[name].append(ImageRecord(_display(target, root), record.label, digest))
     for name in SPLITS:
-        for label in sorted({r.label for records in splits.values() for r in records}):
+        for label in sorted({r.label for r in splits[name]}):
             if not any(r.label == label for r in cropped[name]):
                 raise DatasetError(
                     f"crop mode: no face was found in any {label!r} image of the {name} split "
