@@ -187,3 +187,25 @@ def test_the_cli_follows_the_models_face_mode_and_whole_overrides_it(tiny_crop_m
     assert main(["--json", "--whole", "--model", str(tiny_crop_model_dir), *files]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(lines) == 2 and all("face" not in line and line["label"] in ("ai", "real") for line in lines)
+
+
+def test_each_face_carries_the_warnings_of_the_file_it_was_cut_from(lossless_only_model_dir, tmp_path):
+    """A face cut from a JPEG is still a re-compressed JPEG: a model that failed on such validation
+    copies warns on every face of it (the crop keeps the file's format), and not on a PNG's faces."""
+    import json
+    import shutil
+
+    from aivsreal.predictor import Predictor
+
+    folder = tmp_path / "model"
+    shutil.copytree(lossless_only_model_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(config | {"faces": "crop"}))
+    group_file, _, _ = group_and_wall(tmp_path)
+    predictor = Predictor.from_dir(folder)
+    png = predictor.load(group_file)
+    png.save(tmp_path / "group.jpg", quality=92)
+    jpeg_answer, png_answer = predictor.answer([predictor.load(tmp_path / "group.jpg"), png])
+    assert len(jpeg_answer["faces"]) == 3 and len(png_answer["faces"]) == 3
+    assert all(any(w.startswith("re-compressed JPEG") for w in face["warnings"]) for face in jpeg_answer["faces"])
+    assert all(face["warnings"] == [] for face in png_answer["faces"])
