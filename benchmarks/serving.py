@@ -26,7 +26,9 @@ import torch
 from timing import call_seconds, percentile  # benchmarks/timing.py
 
 from aivsreal.engines import ENGINE_ENV
-from aivsreal.serving.artifacts import load_predictor
+from aivsreal.model import ModelConfig
+from aivsreal.predictor import Predictor
+from aivsreal.serving.artifacts import download_model, saved_model_folder
 from aivsreal.tracking import default_model_uri
 
 
@@ -87,12 +89,13 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{Path.cwd() / 'mlflow.db'}"
     image_path = args.image or next(Path("data/sample/ai").glob("*.png"))
     rows = []
+    folder = saved_model_folder(download_model(model_uri))  # once: every engine's predictor reads these files
     engines = [("torch", 30), ("onnx", 15)]  # targets: issue 5 (PyTorch), issue 16 (ONNX Runtime)
-    if load_predictor(model_uri).config.int8_file:
+    if ModelConfig.read(folder).int8_file:
         engines.append(("onnx-int8", 15))
     for engine, slack in engines:
         os.environ[ENGINE_ENV] = engine
-        predictor = load_predictor(model_uri)  # the very model the server loads, on the same engine
+        predictor = Predictor.from_dir(folder)  # the very model the server loads, on the same engine
         tensor = predictor.transform(predictor.load(image_path)).unsqueeze(0)
         forward, served = forward_times(predictor, tensor), request_times(model_uri, image_path, engine)
         rows.append((engine, forward, served, slack))

@@ -116,5 +116,6 @@ class AiVsRealModel(mlflow.pyfunc.PythonModel):
             except BadImageError as error:
                 raise bad_request(f"row {row}: {error}") from None
         answers = pd.DataFrame(self.predictor.answer(images))
-        # No face found: null label and probabilities, sent as JSON null (a float column would send NaN)
-        return answers.astype(object).where(answers.notna(), None)
+        if self.predictor.config.faces == "crop":  # only a crop-mode answer can hold nulls (no face found):
+            answers = answers.astype(object).where(answers.notna(), None)  # JSON null, where floats would send NaN
+        return answers
