@@ -1,17 +1,24 @@
 """Wild accuracy: leave one facebench source out, test it as users' images arrive (issue 12).
 
-    python benchmarks/wild.py                              # the three folds, preset params/facebench.yaml
-    python benchmarks/wild.py --fold dev                   # one fold: train on extra/ + sd21/, test dev/
+    python benchmarks/wild.py                              # the four folds, preset params/facebench.yaml
+    python benchmarks/wild.py --fold dev                   # one fold: train on extra/, sd21/, sd15/, test dev/
     python benchmarks/wild.py --preset params/facebench-lossless.yaml
     python benchmarks/wild.py --fold dev --set train.jpeg_prob=1.0   # an ablation: preset plus overrides
 
-For each source folder (dev/, extra/, sd21/), a model is trained on the other two (a stratified
+For each source folder (dev/, extra/, sd21/, sd15/), a model is trained on the other three (a stratified
 15 % of that pool validates: best epoch, temperature, threshold) and tested on every image of the
 left-out source, once as stored and once per wild condition: JPEG 95, 85, 75, WebP 80, shrunk to
 half size (fed at that size), and a social-media chain (resize 0.6-0.9, JPEG 70-90). Each condition
 is applied to both classes alike. Wild accuracy is the mean accuracy over the six conditions.
-Prints one Markdown table per fold and a summary, for benchmarks/RESULTS.md; `--json` also
+Prints one Markdown table per fold, a summary and the headline, unseen-source wild accuracy: the mean
+of the folds' wild accuracies (each fold's ROC AUC beside it: below 0.5 is an inverted fold, a
+failure), for benchmarks/RESULTS.md; `--json` also
 writes the rows. Skips (exit 0) when ../shared/facebench is absent.
+
+Two experts (experts.py): `--json` a run of the wild preset and one of the forensic preset
+(`--preset params/facebench-lossless.yaml`), then `--combine WILD.json FORENSIC.json` prints each
+fold's two-expert result: originals (as stored) answered by the forensic expert, the wild
+conditions by the wild one, exactly as the routing sends them.
 
 With `--set data.faces=crop` the faces of every file are found and cropped first (split.crop_faces,
 as the crop-mode split stage does; crops under --crops), the model trains on the training pool's
@@ -41,7 +48,7 @@ from aivsreal.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
 FACEBENCH = ROOT.parent / "shared" / "facebench"
-SOURCES = ("dev", "extra", "sd21")
+SOURCES = ("dev", "extra", "sd21", "sd15")
 
 
 def run_fold(
@@ -87,6 +94,40 @@ def face_crops(rows: list[dict], folder: Path, params: Params) -> tuple[list[dic
     return rows_of(crops["train"]), len(no_face)
 
 
+def two_expert_rows(wild_rows: list[dict], forensic_rows: list[dict]) -> list[dict]:
+    """A fold's rows for the two-expert model (experts.route), from a wild run and a forensic run of the same
+    fold: the test faces as stored are 256 px PNG originals, so the forensic expert answers them (its
+    decisions and ranking are kept by experts.shift_to_threshold); every wild condition is a JPEG, a WebP
+    or a shrunk copy, so the wild expert answers those."""
+    if [(r["kind"], r["level"]) for r in wild_rows] != [(r["kind"], r["level"]) for r in forensic_rows]:
+        raise SystemExit("the two runs did not test the same conditions")
+    return [forensic_rows[0] | {"expert": "forensic"}] + [row | {"expert": "wild"} for row in wild_rows[1:]]
+
+
+def combine(wild_json: Path, forensic_json: Path) -> None:
+    """Print the two-expert tables from two `--json` results (a wild preset run and a forensic one)."""
+    wild, forensic = json.loads(wild_json.read_text()), json.loads(forensic_json.read_text())
+    print(f"# two experts: wild {wild_json} ({wild['preset']}, {wild['overrides'] or 'no overrides'}), "
+          f"forensic {forensic_json} ({forensic['preset']}, {forensic['overrides'] or 'no overrides'})")  # fmt: skip
+    print("\n| left out | originals accuracy (forensic) | originals AUC | wild accuracy (wild) | wild AUC |"
+          "\n|---|---|---|---|---|")  # fmt: skip
+    for fold in wild["folds"]:
+        rows = two_expert_rows(wild["folds"][fold]["rows"], forensic["folds"][fold]["rows"])
+        summary = wild_summary(rows)
+        print(f"| {fold}/ | {rows[0]['accuracy']:.3f} | {rows[0]['roc_auc']:.3f} | "
+              f"{summary['wild_accuracy']:.3f} | {summary['wild_roc_auc']:.3f} |")  # fmt: skip
+
+
+def unseen_source_headline(folds: list[dict[str, float]]) -> dict[str, float]:
+    """The headline over the leave-one-source-out folds: mean wild accuracy and mean and lowest wild ROC AUC."""
+    return {
+        "folds": len(folds),
+        "wild_accuracy": float(np.mean([fold["wild_accuracy"] for fold in folds])),
+        "wild_roc_auc": float(np.mean([fold["wild_roc_auc"] for fold in folds])),
+        "min_roc_auc": float(min(fold["wild_roc_auc"] for fold in folds)),
+    }
+
+
 def fold_table(rows: list[dict]) -> str:
     lines = ["| condition (both classes) | accuracy | ROC AUC | AI recall | real recall |", "|---|---|---|---|---|"]
     for row in rows:
@@ -103,23 +144,32 @@ def main() -> None:
     parser.add_argument("--fold", action="append", choices=SOURCES, help="source(s) to leave out (default: all)")
     parser.add_argument("--preset", default="params/facebench.yaml", help="overrides file, or none")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, like dvc -S")
-    parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with dev/, extra/ and sd21/")
+    parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with dev/, extra/, sd21/ and sd15/")
     parser.add_argument("--json", type=Path, help="also write the rows of every fold to this file")
     parser.add_argument("--save", type=Path, help="also save each fold's model to SAVE/<left-out source>/")
     parser.add_argument("--crops", type=Path, default=Path(tempfile.gettempdir()) / "aivsreal_wild_crops",
                         help="data.faces=crop: the face crops go here (default: %(default)s)")  # fmt: skip
+    parser.add_argument("--combine", nargs=2, type=Path, metavar=("WILD_JSON", "FORENSIC_JSON"),
+                        help="train nothing: two-expert tables from a wild and a forensic run's --json")  # fmt: skip
     args = parser.parse_args()
+    if args.combine:
+        combine(*args.combine)
+        return
     setup_logging()  # one line per epoch on stderr
     if not all((args.data / source).is_dir() for source in SOURCES):
         print(f"skipped: {args.data} lacks one of {', '.join(SOURCES)}")
         return
     params, sets = preset_params(args.preset, args.set)
     classes = params.data.class_names
-    by_source = {s: rows_of(scan_dataset(args.data / s, classes, params.split.max_pixels)[0]) for s in SOURCES}
+    by_source = {
+        s: [row | {"source": s} for row in rows_of(scan_dataset(args.data / s, classes, params.split.max_pixels)[0])]
+        for s in SOURCES
+    }
     no_face = {}
     if params.data.faces == "crop":
         for source in SOURCES:
-            by_source[source], no_face[source] = face_crops(by_source[source], args.crops / source, params)
+            crops, no_face[source] = face_crops(by_source[source], args.crops / source, params)
+            by_source[source] = [row | {"source": source} for row in crops]
             print(f"# {source}/: {len(by_source[source])} faces, {no_face[source]} files with no face found")
 
     print(f"# preset {args.preset}, overrides {sets or 'none'}, data {args.data}")
@@ -140,8 +190,15 @@ def main() -> None:
             f"| {held_out}/ | {n_pool} | {n_test} | {minutes:.1f} | {clean['accuracy']:.3f} | "
             f"{clean['roc_auc']:.3f} | {wild['wild_accuracy']:.3f} | {wild['wild_roc_auc']:.3f} |"
         )
+    headline = unseen_source_headline([wild for *_, wild in summary])
+    print(
+        f"\nunseen-source wild accuracy (mean over {headline['folds']} folds): {headline['wild_accuracy']:.3f}; "
+        f"lowest fold ROC AUC {headline['min_roc_auc']:.3f}"
+        + ("  (an inverted fold: AUC below 0.5)" if headline["min_roc_auc"] < 0.5 else "")
+    )
     if args.json:
-        args.json.write_text(json.dumps({"preset": args.preset, "overrides": sets, "folds": results}, indent=1))
+        args.json.write_text(json.dumps({"preset": args.preset, "overrides": sets, "folds": results,
+                                         "unseen_source": headline}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":

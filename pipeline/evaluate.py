@@ -25,11 +25,15 @@ def main(argv: list[str] | None = None) -> None:
     predictor = Predictor.from_dir(MODEL_DIR)
     try:
         result = evaluate(
-            predictor, read_manifest(MANIFESTS["test"]), read_manifest(MANIFESTS["train"]), params.evaluate
+            predictor,
+            read_manifest(MANIFESTS["test"]),
+            read_manifest(MANIFESTS["train"]),
+            params.evaluate,
+            unseen_sources=params.split.test_sources,
         )
     except BadImageError as error:
         sys.exit(f"evaluate: a test image no longer loads ({error}): re-run `dvc repro split`")
-    gate = promotion_gate(params.evaluate)
+    gate = promotion_gate(params.evaluate, unseen_sources=bool(params.split.test_sources))
     result.metrics["promoted"] = passes_gate(result.metrics, gate)  # the version number lives in MLflow
 
     for name, content in metric_files(result.metrics, result.robustness).items():
@@ -92,6 +96,8 @@ def log_to_run(
                          "evaluation/robustness.json")  # fmt: skip
         mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_gate": json.dumps(gate),
                          "evaluate_engine": engine})  # fmt: skip
+        if "unseen_sources" in result.metrics:  # split.test_sources: held out whole, never trained on
+            mlflow.set_tag("unseen_sources", ",".join(result.metrics["unseen_sources"]))
         if promoted:
             tracking.set_alias(run_info["registered_model"], run_info["model_version"])
 
@@ -102,6 +108,13 @@ def _log_outcome(metrics: dict, run_info: dict, gate: dict) -> None:
         metrics["accuracy"], metrics["roc_auc"], metrics["average_precision"], metrics["tpr_at_fpr_5pct"],
         metrics["eer"], metrics["n_images"],
     )  # fmt: skip
+    if "unseen_source_accuracy" in metrics:
+        log.info(
+            "held-out sources %s (%d test images, never trained on): accuracy %.4f, ROC AUC %.4f, wild accuracy "
+            "%.4f; accuracy on the trained sources' test images %.4f", ", ".join(metrics["unseen_sources"]),
+            metrics["unseen_source_images"], metrics["unseen_source_accuracy"], metrics["unseen_source_roc_auc"],
+            metrics["unseen_source_wild_accuracy"], metrics.get("seen_source_accuracy", float("nan")),
+        )  # fmt: skip
     if metrics["metadata_shortcut"]["warning"]:
         log.warning(
             "metadata alone predicts the label (balanced accuracy %.3f, mostly from %s): the data may leak "

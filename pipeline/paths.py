@@ -34,6 +34,9 @@ def is_sample_data(data_dir: str | Path) -> bool:
 
 
 HEADLINE = ("accuracy", "roc_auc", "wild_accuracy", "eer", "n_images", "promoted")
+# With held-out sources (split.test_sources) the headline also carries the unseen-source scores.
+UNSEEN_HEADLINE = ("unseen_source_accuracy", "unseen_source_roc_auc", "unseen_source_wild_accuracy",
+                   "seen_source_accuracy")  # fmt: skip
 CALIBRATION = ("temperature", "threshold", "ece_uncalibrated", "ece_calibrated", "ece_sweep_pooled")
 
 
@@ -45,9 +48,9 @@ def metric_files(metrics: dict, robustness: list[dict]) -> dict[str, dict]:
         level = {"accuracy": row["accuracy"], "roc_auc": row["roc_auc"]}
         sweep.setdefault(row["kind"], {})[f"{row['level']:g}"] = level
     sweep["wild"] = {"accuracy": metrics["wild_accuracy"], "roc_auc": metrics["wild_roc_auc"]}
-    grouped = {*HEADLINE, *CALIBRATION, "metadata_shortcut", "wild_roc_auc"}
+    grouped = {*HEADLINE, *UNSEEN_HEADLINE, *CALIBRATION, "metadata_shortcut", "wild_roc_auc"}
     return {
-        "evaluate.json": {key: metrics[key] for key in HEADLINE},
+        "evaluate.json": {key: metrics[key] for key in HEADLINE + UNSEEN_HEADLINE if key in metrics},
         "test_details.json": {key: value for key, value in metrics.items() if key not in grouped},
         "calibration.json": {key: metrics[key] for key in CALIBRATION},
         "robustness.json": sweep,

@@ -36,6 +36,43 @@ def face_paragraph(split: dict) -> list:
     )]  # fmt: skip
 
 
+def source_blocks(counts: dict) -> list:
+    """A folder of sources: which ones were trained on and which split.test_sources held out whole."""
+    if "trained_sources" not in counts:
+        return []
+    trained, held_out = counts["trained_sources"], counts["test_sources"]
+    rows = [
+        [source, "trained on", *[sum(per_split.get(name, {}).values()) for name in ("train", "val", "test")]]
+        for source, per_split in trained.items()
+    ]
+    rows += [[source, "held out (test only)", 0, 0, sum(per_class.values())] for source, per_class in held_out.items()]
+    if held_out:
+        words = (
+            f"Held out whole in the test split, never trained or validated on (split.test_sources): "
+            f"{', '.join(held_out)}. The other sources were split as above; the test split holds their "
+            "share and every held-out image, and copies of a held-out image's bytes in other sources."
+        )
+    else:
+        words = "No source held out (split.test_sources: []): every source is split as above."
+    return [Paragraph(f"Sources trained on: {', '.join(trained)}. {words}"),
+            Table(["source", "role", "train", "val", "test"], rows)]  # fmt: skip
+
+
+def unseen_source_rows(tested: dict) -> list[list]:
+    """Test-metric rows on the held-out sources (split.test_sources), when the test split has some."""
+    if "unseen_source_accuracy" not in tested:
+        return []
+    held_out = f"held-out sources ({', '.join(tested['unseen_sources'])}; {tested['unseen_source_images']} images)"
+    rows = [
+        [f"accuracy on {held_out}", tested["unseen_source_accuracy"]],
+        [f"ROC AUC on {held_out}", tested["unseen_source_roc_auc"]],
+        [f"wild accuracy on {held_out}", tested["unseen_source_wild_accuracy"]],
+    ]
+    if "seen_source_accuracy" in tested:
+        rows.append(["accuracy on the trained sources' test images", tested["seen_source_accuracy"]])
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
     run_info = training_run(params, "report")
@@ -200,7 +237,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
             f"(the training run's MLflow tag `{tracking.MODEL_DIGEST_TAG}`; its version number and run: "
             f"`python -m pipeline.summary` or `make ui`). Pretrained weights used: {trained['pretrained_used']}. "
             f"Promoted to @champion: {'yes' if tested['promoted'] else 'no'} "
-            f"(gate: {describe_gate(promotion_gate(params.evaluate))})."
+            f"(gate: {describe_gate(promotion_gate(params.evaluate, unseen_sources=bool(params.split.test_sources)))})."
         ),
         Heading("Data"),
         Paragraph(f"Images from {split['data_dir']}, split {params.split.train}/{params.split.val}/{params.split.test}"
@@ -211,6 +248,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
              for name in ("train", "val", "test", "rejected")],
         ),
         Paragraph(f"{counts['total_rejected']} file(s) left out; reasons in data/processed/split_summary.json."),
+        *source_blocks(counts),
         *face_paragraph(split),
         Heading("Training"),
         Paragraph(
@@ -228,7 +266,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
                                     ["wild accuracy (mean over JPEG 95/85/75, WebP 80, half size, social chain; "
                                      "both classes alike)", tested["wild_accuracy"]],
                                     ["average precision", tested["average_precision"]],
-                                    ["images", tested["n_images"]]]),
+                                    ["images", tested["n_images"]], *unseen_source_rows(tested)]),
         Table(["class", "precision", "recall", "F1", "support"],
               [[c, tested[c]["precision"], tested[c]["recall"], tested[c]["f1"], tested[c]["support"]]
                for c in class_names]),

@@ -3,7 +3,10 @@
 With data.faces: crop, the faces of each file are found and cropped into data/processed/faces/,
 the manifests list the crops, files with no face are left out (split_summary.json says why) and
 data/processed/faces.csv says how many faces each file gave. With data.faces: whole, that folder
-holds only a README and faces.csv has its header only."""
+holds only a README and faces.csv has its header only.
+
+When data.dir is a folder of sources, the counts (split_summary.json, metrics/split.json) also say which
+sources were trained on (`trained_sources`) and which split.test_sources held out whole (`test_sources`)."""
 
 import csv
 import logging
@@ -28,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
         records, rejected = scan_dataset(
             Path(params.data.dir), params.data.class_names, params.split.max_pixels, min_side=params.model.min_side
         )
-        splits = split_manifest(records, fractions, params.split.seed)
+        splits = split_manifest(records, fractions, params.split.seed, params.split.test_sources)
         per_file = []
         if params.data.faces == "crop":
             splits, no_face, per_file = crop_faces(splits, FACE_CROPS, params.data.face_margin, params.split.max_pixels)
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         writer.writerows(astuple(row) for row in per_file)
     for name, rows in splits.items():
         write_manifest(MANIFESTS[name], rows)
-    counts = split_counts(splits, rejected)
+    counts = split_counts(splits, rejected, params.split.test_sources)
     summary = {"data_dir": params.data.dir, "faces": params.data.faces, "counts": counts,
                "rejected": [asdict(r) for r in rejected]}  # fmt: skip
     if per_file:
@@ -56,6 +59,10 @@ def main(argv: list[str] | None = None) -> None:
     stage.write_json(METRICS / "split.json", counts)
     for name in MANIFESTS:
         log.info("%-5s %s", name, counts[name])
+    if "trained_sources" in counts:
+        log.info("trained on sources %s", ", ".join(counts["trained_sources"]))
+        if counts["test_sources"]:
+            log.info("held out in the test split: %s", counts["test_sources"])
     for r in rejected:
         log.warning("left out %s: %s", r.path, r.reason)
     if per_file:

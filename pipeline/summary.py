@@ -24,6 +24,7 @@ def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict) -> li
         ("test accuracy", f"{tested['accuracy']:.3f}  (test images as stored, {tested['n_images']} images)"),
         ("ROC AUC", f"{tested['roc_auc']:.3f}"),
         ("wild accuracy", f"{tested['wild_accuracy']:.3f}  (JPEG, WebP, half size, social; both classes alike)"),
+        *unseen_rows(tested),
         ("equal error rate", f"{tested['eer']:.3f}"),
         ("gate", describe_gate(gate)),
         ("report", f"{REPORTS / 'report.html'}  (and report.md)"),
@@ -37,6 +38,16 @@ def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict) -> li
     return [rule, *lines, rule]
 
 
+def unseen_rows(tested: dict) -> list[tuple[str, str]]:
+    """With held-out sources (split.test_sources): how the model does on the sources it never trained on."""
+    if "unseen_source_accuracy" not in tested:
+        return []
+    return [
+        ("unseen sources", f"accuracy {tested['unseen_source_accuracy']:.3f}, wild "
+                           f"{tested['unseen_source_wild_accuracy']:.3f}  (held out whole: split.test_sources)"),
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -46,7 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     except FileNotFoundError as error:
         sys.exit(f"summary: {error.filename} not found: run `dvc repro` (or `make pipeline`) first")
     run_info = training_run(params, "summary")
-    print("\n".join(summary_lines(tested, run_info, params.data.dir, promotion_gate(params.evaluate))))
+    gate = promotion_gate(params.evaluate, unseen_sources=bool(params.split.test_sources))
+    print("\n".join(summary_lines(tested, run_info, params.data.dir, gate)))
 
 
 if __name__ == "__main__":

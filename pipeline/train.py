@@ -18,10 +18,12 @@ import pandas as pd
 
 from aivsreal import distributed, tracking
 from aivsreal.engines import OnnxNetwork, export_onnx
+from aivsreal.experts import FORENSIC_FOLDER, FORENSIC_RECIPE
 from aivsreal.fit_calibration import calibrate, int8_accuracy_change, quantize, validation_copies
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
+from aivsreal.params import load_overrides
 from aivsreal.predictor import Predictor
 from aivsreal.serving.artifacts import log_pyfunc_model
 from aivsreal.serving.pyfunc import encode_image, signature
@@ -126,34 +128,33 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
                      "processes": str(context.world_size), "device": str(context.device),
                      **tracking.process_tags()})  # fmt: skip
     try:
-        result = train(params, train_rows, val_rows, on_epoch=_log_epoch, context=context)
+        result, calibrated = fit_expert(params, context, train_rows, val_rows, MODEL_DIR, _log_epoch)
+        mlflow.log_metrics(calibrated)
+        if params.model.forensic:
+            forensic_params = forensic_recipe(params)
+            log.info("model.forensic: training the forensic expert (%s) for original files", FORENSIC_RECIPE)
+            mlflow.log_params({f"forensic.{key}": value for key, value in forensic_params.flat().items()
+                               if key.startswith(("model.", "train."))})  # fmt: skip
+            forensic, forensic_calibrated = fit_expert(
+                forensic_params, context, train_rows, val_rows, MODEL_DIR / FORENSIC_FOLDER, _log_forensic_epoch
+            )
+            mlflow.log_metrics({f"forensic_{key}": value for key, value in forensic_calibrated.items()})
+            calibrated |= {f"forensic_{key}": value for key, value in forensic_calibrated.items()}
+            calibrated["forensic_best_epoch"] = forensic.best_epoch
+            result.config.forensic = FORENSIC_FOLDER
     except WeightsUnavailableError as error:
         sys.exit(f"train: {error}")
-    wild = validation_copies(Predictor(result.model, result.config), val_rows)  # read and degraded once
-    calibrated = calibrate(result, val_rows, params.calibration, wild)
-    mlflow.log_metrics(calibrated)
-    log.info(
-        "calibrated on validation: temperature %.3f, threshold p(%s) >= %.3f (rule %s), ECE %.3f -> %.3f",
-        calibrated["temperature"], result.config.class_names[0], calibrated["threshold"],
-        params.calibration.threshold_rule, calibrated["val_ece_uncalibrated"], calibrated["val_ece_calibrated"],
-    )  # fmt: skip
     weights_used = result.config.pretrained_used
     mlflow.log_param("pretrained_used", weights_used)
     mlflow.set_tag("pretrained_used", weights_used)
+    mlflow.set_tag("experts", "forensic+wild" if params.model.forensic else "single")
     best = result.history[result.best_epoch - 1]
     mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": best["val_loss"]})
-
-    result.config.demo = is_sample_data(params.data.dir)
     mlflow.set_tag("demo_model", str(result.config.demo).lower())
     if result.config.demo:
         log.warning(DEMO_NOTICE)
-    MODEL_DIR.mkdir(parents=True, exist_ok=True)  # the network also as an ONNX graph: ONNX Runtime serves it
-    result.config.onnx_file = export_onnx(result.model, result.config.eval_crop, MODEL_DIR).name
-    if params.model.int8:
-        int8 = _quantize(result, wild, val_rows, params.model)
-        mlflow.log_metrics(int8)
-        calibrated |= int8  # into metrics/train.json with the calibration
-    save_model(result.model, result.config, MODEL_DIR)
+    if result.config.forensic:
+        save_model(result.model, result.config, MODEL_DIR)  # its config now names the forensic expert
     # evaluate and report find this run by the weights' digest: no run id or version in a git-tracked output
     digest = tracking.model_digest(MODEL_DIR)
     _warn_if_registered_before(params, digest)
@@ -164,13 +165,40 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     return info, result, best, calibrated
 
 
-def _quantize(result, wild: dict, val_rows: list[dict], settings) -> dict:
+def fit_expert(params, context, train_rows, val_rows, folder: Path, on_epoch) -> tuple:
+    """Train one network, calibrate it on the validation images (and their wild copies), export its ONNX graph
+    (and int8 copy) into `folder` and save it there; (TrainResult, calibration and int8 figures)."""
+    result = train(params, train_rows, val_rows, on_epoch=on_epoch, context=context)
+    wild = validation_copies(Predictor(result.model, result.config), val_rows)  # read and degraded once
+    calibrated = calibrate(result, val_rows, params.calibration, wild)
+    log.info(
+        "calibrated on validation: temperature %.3f, threshold p(%s) >= %.3f (rule %s), ECE %.3f -> %.3f",
+        calibrated["temperature"], result.config.class_names[0], calibrated["threshold"],
+        params.calibration.threshold_rule, calibrated["val_ece_uncalibrated"], calibrated["val_ece_calibrated"],
+    )  # fmt: skip
+    result.config.demo = is_sample_data(params.data.dir)
+    folder.mkdir(parents=True, exist_ok=True)  # the network also as an ONNX graph: ONNX Runtime serves it
+    result.config.onnx_file = export_onnx(result.model, result.config.eval_crop, folder).name
+    if params.model.int8:
+        calibrated |= _quantize(result, wild, val_rows, params.model, folder)  # into metrics/train.json
+    save_model(result.model, result.config, folder)
+    return result, calibrated
+
+
+def forensic_recipe(params):
+    """The params of the forensic expert: params.yaml with the `model.` and `train.` keys of FORENSIC_RECIPE."""
+    recipe = {key: value for key, value in load_overrides(FORENSIC_RECIPE).items()
+              if key.startswith(("model.", "train."))}  # fmt: skip
+    return params.with_overrides(recipe | {"model.forensic": False})
+
+
+def _quantize(result, wild: dict, val_rows: list[dict], settings, folder: Path) -> dict:
     """The int8 graph, its activation ranges calibrated on validation images preprocessed as at inference,
     kept (config.int8_file) only if accuracy on the validation images and their wild copies falls by at
     most `model.int8_max_drop` points against the float graph; the measured change either way."""
     images = wild[("none", 0)][: settings.int8_images]
-    path = quantize(Predictor(result.model, result.config), images, MODEL_DIR)
-    float_graph = Predictor(result.model, result.config, OnnxNetwork(MODEL_DIR / result.config.onnx_file), "onnx")
+    path = quantize(Predictor(result.model, result.config), images, folder)
+    float_graph = Predictor(result.model, result.config, OnnxNetwork(folder / result.config.onnx_file), "onnx")
     int8_graph = Predictor(result.model, result.config, OnnxNetwork(path), "onnx-int8")
     change = int8_accuracy_change(float_graph, int8_graph, wild, val_rows)
     drop = change["int8_val_accuracy_drop_points"]
@@ -204,6 +232,10 @@ def _warn_if_registered_before(params, digest: str) -> None:
 
 def _log_epoch(row: dict) -> None:
     mlflow.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
+
+
+def _log_forensic_epoch(row: dict) -> None:
+    mlflow.log_metrics({f"forensic_{k}": v for k, v in row.items() if k != "epoch"}, step=row["epoch"])
 
 
 if __name__ == "__main__":

@@ -69,7 +69,10 @@ def scored(store, image_folder, tmp_path_factory) -> tuple[subprocess.CompletedP
 def test_every_image_file_gets_exactly_one_row_under_its_plain_path(scored, image_folder):
     _, table = scored
     _, good, bad = image_folder
-    assert list(table.columns) == ["path", "label", "p_ai", "p_real", "warnings", "engine", "error"]
+    assert list(table.columns) == [
+        "path", "label", "p_ai", "p_real", "warnings", "engine", "expert", "expert_reason", "error"
+    ]  # fmt: skip
+    assert set(table["expert"].dropna()) == {"single"}  # which expert answered: the model has one
     assert sorted(table["path"]) == sorted(str(p) for p in [*good, *bad])
     scored_rows = table[table["error"].isna()]
     assert set(scored_rows["engine"]) == {"onnx"}  # which engine answered: the model's ONNX graph, by default
@@ -185,7 +188,7 @@ def test_crop_model_writes_one_row_per_face_with_its_box_and_the_pictures_label(
 
     _, table, folder, placed = crop_scored
     assert list(table.columns) == ["path", "face", "left", "top", "width", "height", "label", "p_ai", "p_real",
-                                   "warnings", "engine", "image_label", "error"]  # fmt: skip
+                                   "warnings", "engine", "expert", "expert_reason", "image_label", "error"]  # fmt: skip
     faces = table[table["path"] == str(folder / "group.png")].sort_values("face")
     assert list(faces["face"]) == [1, 2, 3]
     boxes = [FaceBox(*(int(row[side]) for side in ("left", "top", "width", "height"))) for _, row in faces.iterrows()]

@@ -30,7 +30,7 @@ def test_a_folder_is_scored_recursively_and_written_as_csv(tmp_path, tiny_model_
     assert result.returncode == 1  # notes.txt was skipped
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert sorted(row["path"] for row in rows) == sorted(str(face) for face in faces)
-    assert set(rows[0]) == {"path", "label", "p_ai", "p_real", "warnings", "engine"}
+    assert set(rows[0]) == {"path", "label", "p_ai", "p_real", "warnings", "engine", "expert", "expert_reason"}
     assert all(abs(float(row["p_ai"]) + float(row["p_real"]) - 1) < 1e-6 for row in rows)
     assert "notes.txt: skipped: not an image file type (.txt)" in result.stderr
 

@@ -119,3 +119,61 @@ def test_promotion_gate_needs_every_minimum_wild_accuracy_included():
     assert not passes_gate(good | {"accuracy": 0.5}, gate)
     words = describe_gate(gate)  # what the report and the summary print
     assert words.endswith("wild accuracy >= 0.8") and f"ROC AUC >= {settings.min_roc_auc:g}" in words
+
+
+def test_unseen_source_scores_match_a_recount_and_the_held_out_images_scored_alone(
+    tmp_path, tiny_model_dir, monkeypatch
+):
+    from sklearn.metrics import roc_auc_score
+
+    monkeypatch.syspath_prepend(str(PROJECT))  # pipeline/ is the project's stage package, not installed
+    from pipeline.paths import HEADLINE, UNSEEN_HEADLINE, metric_files
+
+    rows = []
+    for source, offset in (("sd21", 0), ("dev", 200)):  # held out first: the sweep's random draws then match alone
+        for label, shift in (("ai", 50), ("real", -50)):
+            for i in range(4):
+                image = random_image((40, 40), seed=offset + i + (50 if label == "ai" else 0))
+                image = image.point(lambda v, s=shift: max(0, min(255, v + s)))
+                path = write(tmp_path / source / f"{label}{i}.png", image, "PNG")
+                rows.append({"path": path, "label": label, "sha256": "", "source": source})
+    settings = dataclasses.replace(Params.load(PROJECT / "params.yaml").evaluate, batch_size=4, jpeg_qualities=[90],
+                                   blur_sigmas=[0.0], downscales=[1.0])  # fmt: skip
+    predictor = Predictor.from_dir(tiny_model_dir)
+
+    metrics = evaluate(predictor, rows, rows, settings, unseen_sources=["sd21"]).metrics
+
+    predictions = evaluate(predictor, rows, rows, settings).predictions
+    for source, key in (("sd21", "unseen_source_accuracy"), ("dev", "seen_source_accuracy")):
+        mine = [p for p in predictions if p["source"] == source]
+        assert metrics[key] == pytest.approx(np.mean([p["actual"] == p["predicted"] for p in mine])), key
+    held_out = [p for p in predictions if p["source"] == "sd21"]
+    recount = roc_auc_score([p["actual"] == "ai" for p in held_out], [p["p_ai"] for p in held_out])
+    assert metrics["unseen_source_roc_auc"] == pytest.approx(recount) and metrics["unseen_source_images"] == 8
+    alone = evaluate(predictor, rows[:8], rows, settings).metrics  # the held-out images as the whole test split
+    assert metrics["unseen_source_wild_accuracy"] == pytest.approx(alone["wild_accuracy"])
+    assert metrics["unseen_source_accuracy"] == pytest.approx(alone["accuracy"])
+    assert not any(key in alone for key in UNSEEN_HEADLINE)  # no held-out sources, no unseen-source scores
+    files = metric_files(metrics | {"promoted": True}, [])  # the headline `dvc metrics show` lists
+    assert set(files["evaluate.json"]) == {*HEADLINE, *UNSEEN_HEADLINE}
+    assert (
+        files["test_details.json"]["unseen_sources"] == ["sd21"]
+        and "unseen_source_accuracy" not in files["test_details.json"]
+    )
+
+
+def test_held_out_sources_missing_from_the_test_split_are_an_error(tiny_model_dir):
+    settings = Params.load(PROJECT / "params.yaml").evaluate
+    rows = [{"path": "x.png", "label": "ai", "sha256": "", "source": "dev"}]
+    with pytest.raises(ValueError, match=r"no test image comes from split.test_sources \(sd15\).*dvc repro split"):
+        evaluate(Predictor.from_dir(tiny_model_dir), rows, rows, settings, unseen_sources=["sd15"])
+
+
+def test_the_unseen_source_gate_counts_only_with_held_out_sources():
+    settings = Params.load(PROJECT / "params.yaml").with_overrides({"evaluate.min_unseen_wild_accuracy": 0.7}).evaluate
+    assert "min_unseen_source_wild_accuracy" not in promotion_gate(settings)  # no held-out sources: not gated
+    gate = promotion_gate(settings, unseen_sources=True)
+    good = {"accuracy": 0.99, "roc_auc": 0.99, "wild_accuracy": 0.9, "unseen_source_wild_accuracy": 0.7}
+    assert passes_gate(good, gate)
+    assert not passes_gate(good | {"unseen_source_wild_accuracy": 0.69}, gate)  # fine on seen sources only
+    assert describe_gate(gate).endswith("unseen source wild accuracy >= 0.7")

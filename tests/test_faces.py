@@ -143,7 +143,7 @@ def test_a_crop_mode_model_answers_per_face_and_summarises_the_picture_by_its_ru
     assert answer["p_ai"] == max(p_ai)  # "any": the picture's probabilities are its most AI-like face's
     assert answer["label"] == ("ai" if any(face["label"] == "ai" for face in answer["faces"]) else "real")
     assert empty == {"label": None, "p_ai": None, "p_real": None, "warnings": [NO_FACE_WARNING],
-                     "engine": predictor.engine, "faces": []}  # fmt: skip
+                     "engine": predictor.engine, "expert": None, "expert_reason": None, "faces": []}  # fmt: skip
     predictor.config.face_summary = "all"
     assert predictor.answer([group])[0]["p_ai"] == min(p_ai)
     whole = predictor.answer([group], faces="whole")[0]  # the whole picture, one answer, no faces
@@ -168,7 +168,8 @@ def test_the_served_model_of_a_crop_mode_model_answers_faces_and_null_without_on
     assert answers[1]["label"] is None and answers[1]["p_ai"] is None and answers[1]["faces"] == []
     assert answers[1]["warnings"][0].startswith("no face found")
     outputs = signature(["ai", "real"], "crop").outputs.input_names()
-    assert outputs == ["label", "p_ai", "p_real", "warnings", "engine", "faces"] == list(answers[0])
+    assert outputs == ["label", "p_ai", "p_real", "warnings", "engine", "expert", "expert_reason", "faces"]
+    assert outputs == list(answers[0])
     assert "faces" not in signature(["ai", "real"]).outputs.input_names()
 
 

@@ -48,6 +48,14 @@ def test_head_is_linear_relu_dropout_linear_without_softmax():
     assert not any(isinstance(m, nn.Softmax | nn.LogSoftmax) for m in model.modules())
 
 
+def test_hidden_zero_makes_the_head_one_linear_layer():
+    """UnivFD's linear probe; still a Sequential, so `fc[0].in_features` is the feature width either way."""
+    model, _ = build_model(tiny_config(hidden=0, dropout=0.25))
+    assert [type(layer) for layer in model.fc] == [nn.Linear]
+    assert (model.fc[0].in_features, model.fc[0].out_features) == (512, 2)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+
+
 def test_model_outputs_raw_logits():
     model, _ = build_model(tiny_config())
     with torch.no_grad():

@@ -248,4 +248,23 @@ def test_a_second_preset_resets_what_an_earlier_experiment_left_in_the_workspace
     assert "model.input_filter=residual" in flags
     assert not any(flag.startswith("train.hflip=") for flag in flags)  # unchanged keys are left alone
     main([str(lossless), "--params", str(workspace)])  # without --base: only the preset's own keys
-    assert "train.jpeg_prob=0.0" not in capsys.readouterr().out.split()
+    assert "evaluate.min_wild_accuracy=0.0" not in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        pytest.param({"train.finetune": "all"}, "used frozen: set train.finetune: head", id="finetune all"),
+        pytest.param({"model.input_filter": "residual"}, "input_filter residual is for resnet18", id="input filter"),
+        pytest.param({"train.eval_size": 96}, "train.eval_size .96. must be 0 or train.image_size", id="eval size"),
+    ],
+)
+def test_a_timm_encoder_is_used_frozen_and_at_one_size(changes, message):
+    base = Params.load(PARAMS_YAML)
+    frozen = {"model.arch": "vit_small_patch14_dinov2.lvd142m", "train.finetune": "head", "model.input_filter": "none",
+              "train.eval_size": 0, "model.hidden": 0}  # fmt: skip
+    assert base.with_overrides(frozen).model.arch == "vit_small_patch14_dinov2.lvd142m"  # the recipe itself is valid
+    with pytest.raises(ParamsError, match=message):
+        base.with_overrides(frozen | changes)
+    with pytest.raises(ParamsError, match="model.hidden must be >= 0"):
+        base.with_overrides({"model.hidden": -1})

@@ -42,7 +42,7 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
     assert stages_run(project["first_output"]) == list(STAGES)
     for name in ("train", "val", "test"):
         lines = (repo / f"data/processed/{name}.csv").read_text().splitlines()
-        assert lines[0] == "path,label,sha256" and len(lines) > 1
+        assert lines[0] == "path,label,sha256,source" and len(lines) > 1
     split = json.loads((repo / "metrics/split.json").read_text())
     summary = json.loads((repo / "data/processed/split_summary.json").read_text())
     per_file = list(csv.DictReader((repo / "data/processed/faces.csv").open()))

@@ -107,7 +107,9 @@ def test_temperature_softens_probabilities(predictor, images):
 def test_predict_records_keeps_input_order_and_names_classes(predictor, images):
     records = predictor.predict_records(images)
     probabilities = predictor.predict_proba(images)
-    assert [set(r) for r in records] == [{"label", "p_ai", "p_real", "warnings", "engine"}] * len(images)
+    assert [set(r) for r in records] == [
+        {"label", "p_ai", "p_real", "warnings", "engine", "expert", "expert_reason"}
+    ] * len(images)
     for record, row, label in zip(records, probabilities, predictor.labels(probabilities), strict=True):
         assert record["label"] == label
         assert record["p_ai"] == pytest.approx(row[0]) and record["p_real"] == pytest.approx(row[1])
@@ -118,7 +120,7 @@ def test_pyfunc_predicts_base64_png_and_jpeg_in_order(pyfunc, predictor):
     files = [encode(random_image((24, 24), seed=5), "PNG"), encode(random_image((30, 20), seed=6), "JPEG")]
     result = pyfunc.predict(None, pd.DataFrame({"image": [encode_image(data) for data in files]}))
     assert isinstance(result, pd.DataFrame)
-    assert list(result.columns) == ["label", "p_ai", "p_real", "warnings", "engine"]
+    assert list(result.columns) == ["label", "p_ai", "p_real", "warnings", "engine", "expert", "expert_reason"]
     expected = predictor.predict_records([load_image(data) for data in files])
     assert_same_records(result.to_dict("records"), expected)
 
@@ -196,7 +198,7 @@ def test_signature_declares_image_in_and_label_and_probabilities_out():
     sig = signature(CLASSES)
     assert sig.inputs.input_names() == ["image"]
     assert sig.inputs.inputs[0].type == DataType.string
-    assert sig.outputs.input_names() == ["label", "p_ai", "p_real", "warnings", "engine"]
+    assert sig.outputs.input_names() == ["label", "p_ai", "p_real", "warnings", "engine", "expert", "expert_reason"]
     assert [spec.type for spec in sig.outputs.inputs[:3]] == [DataType.string, DataType.double, DataType.double]
     assert sig.outputs.inputs[3].type == Array(DataType.string)
 

@@ -312,3 +312,121 @@ def test_crop_mode_trains_on_every_face_found_in_its_files_split_and_leaves_out_
             with Image.open(tmp_path / record.path) as crop:
                 assert crop.width == crop.height >= 32 and crop.format == "PNG"
     assert sum(len(rows) for rows in crops.values()) == 20 + 3  # 20 single faces and the group's 3
+
+
+def make_sources(data_dir: Path, per_source: dict[str, int]) -> dict[str, dict[str, list[Path]]]:
+    """data_dir/<source>/<class>/..., `n` distinct images per class in each source (facebench's layout)."""
+    written = {}
+    for source_index, (source, n) in enumerate(per_source.items()):
+        written[source] = {
+            label: [
+                write_image(data_dir / source / label / f"{i:03d}.png", seed=10_000 * source_index + 1000 * c + i)
+                for i in range(n)
+            ]
+            for c, label in enumerate(CLASSES)
+        }
+    return written
+
+
+def test_records_keep_their_source_folder_and_a_flat_tree_has_none(tmp_path):
+    make_sources(tmp_path / "sources", {"dev": 3, "sd21": 4})
+    records, _ = scan(tmp_path / "sources")
+    assert {r.source for r in records} == {"dev", "sd21"}
+    assert all(r.path.startswith(f"{r.source}/{r.label}/") for r in records)
+    make_tree(tmp_path / "flat", {"ai": 3, "real": 3})
+    records, _ = scan(tmp_path / "flat")
+    assert {r.source for r in records} == {""}
+
+
+def test_test_sources_go_whole_to_test_and_the_other_sources_split_by_fraction(tmp_path):
+    make_sources(tmp_path, {"dev": 20, "extra": 20, "sd21": 10})
+    records, _ = scan(tmp_path)
+
+    splits = split_manifest(records, FRACTIONS, seed=0, test_sources=["sd21"])
+
+    held_out = sorted(r.path for r in records if r.source == "sd21")
+    assert sorted(r.path for r in splits["test"] if r.source == "sd21") == held_out and len(held_out) == 20
+    assert not any(r.source == "sd21" for name in ("train", "val") for r in splits[name])
+    trained = [r for r in records if r.source != "sd21"]
+    assert paths_by_split({name: [r for r in rows if r.source != "sd21"] for name, rows in splits.items()}) == (
+        paths_by_split(split_manifest(trained, FRACTIONS, seed=0))  # as if the held-out source were not there
+    )
+    for label in CLASSES:  # 40 per class in the trained sources: 28 / 6 / 6
+        for name, fraction in FRACTIONS.items():
+            assert sum(r.label == label and r.source != "sd21" for r in splits[name]) == round(40 * fraction)
+    counts = split_counts(splits, [], ["sd21"])
+    assert counts["test_sources"] == {"sd21": {"ai": 10, "real": 10}}
+    assert set(counts["trained_sources"]) == {"dev", "extra"}
+    assert sum(n for source in counts["trained_sources"].values() for n in source["train"].values()) == 56
+
+
+def test_no_test_sources_splits_exactly_as_before(tmp_path):
+    make_sources(tmp_path, {"dev": 10, "extra": 10})
+    records, _ = scan(tmp_path)
+    assert split_manifest(records, FRACTIONS, seed=5, test_sources=[]) == split_manifest(records, FRACTIONS, seed=5)
+    make_tree(tmp_path / "flat", {"ai": 20, "real": 20})
+    records, _ = scan(tmp_path / "flat")
+    counts = split_counts(split_manifest(records, FRACTIONS, seed=5), [])
+    assert "trained_sources" not in counts and "test_sources" not in counts  # a flat tree has no sources to name
+
+
+def test_bytes_in_a_held_out_and_a_trained_source_go_to_test_with_every_copy(tmp_path):
+    written = make_sources(tmp_path, {"dev": 20, "sd21": 5})
+    for i, original in enumerate(written["sd21"]["ai"][:3]):  # the generator's pictures also filed in dev
+        shutil.copyfile(original, tmp_path / "dev" / "ai" / f"copied_{i}.png")
+    records, _ = scan(tmp_path)
+    copied = {r.sha256 for r in records if Path(r.path).name.startswith("copied_")}
+    for seed in range(5):
+        splits = split_manifest(records, FRACTIONS, seed, test_sources=["sd21"])
+        in_test = [r for r in splits["test"] if r.sha256 in copied]
+        assert len(in_test) == 6 and {r.source for r in in_test} == {"dev", "sd21"}  # no leak into train or val
+
+
+@pytest.mark.parametrize(
+    ("tree", "test_sources", "message"),
+    [
+        ("sources", ["sd22"], r"names 'sd22', not a source folder.*found: dev, sd21"),
+        ("flat", ["sd21"], r"flat class-per-folder tree.*split.test_sources: \[\]"),
+        ("sources", ["dev", "sd21"], r"holds out every source \(dev, sd21\).*nothing is left to train on"),
+    ],
+)
+def test_bad_test_sources_are_a_clear_error(tmp_path, tree, test_sources, message):
+    if tree == "flat":
+        make_tree(tmp_path, {"ai": 20, "real": 20})
+    else:
+        make_sources(tmp_path, {"dev": 20, "sd21": 5})
+    records, _ = scan(tmp_path)
+    with pytest.raises(DatasetError, match=f"(?s){message}"):
+        split_manifest(records, FRACTIONS, seed=0, test_sources=test_sources)
+
+
+def test_crop_mode_carries_each_files_source_onto_its_crops(tmp_path):
+    from aivsreal.faces import FaceBox
+    from aivsreal.split import crop_faces
+
+    class CentreFace:  # one face in the middle of every picture: the detector is not what is tested here
+        def find(self, image):
+            return [FaceBox(image.width // 4, image.height // 4, image.width // 2, image.height // 2)]
+
+    for source_index, source in enumerate(("dev", "sd21")):
+        for c, label in enumerate(CLASSES):
+            for i in range(4):
+                write_image(
+                    tmp_path / "data" / source / label / f"{i}.png", (40, 40), seed=100 * source_index + 10 * c + i
+                )
+    records, _ = scan_dataset(tmp_path / "data", CLASSES, DEFAULT_MAX_PIXELS, root=tmp_path)
+    splits = split_manifest(records, {"train": 0.5, "val": 0.25, "test": 0.25}, seed=0, test_sources=["sd21"])
+
+    crops, _, _ = crop_faces(splits, tmp_path / "faces", 0.25, DEFAULT_MAX_PIXELS, finder=CentreFace(), root=tmp_path)
+
+    for name in SPLITS:
+        assert sorted(r.source for r in crops[name]) == sorted(r.source for r in splits[name])
+    assert {r.source for r in crops["test"]} == {"dev", "sd21"} and all(r.source == "dev" for r in crops["train"])
+
+
+def test_a_class_that_only_held_out_sources_have_is_an_error(tmp_path):
+    make_sources(tmp_path, {"dev": 10, "sd21": 5})
+    shutil.rmtree(tmp_path / "dev" / "real")
+    records, _ = scan(tmp_path)
+    with pytest.raises(DatasetError, match="class 'real' has 0 distinct usable images outside split.test_sources"):
+        split_manifest(records, FRACTIONS, seed=0, test_sources=["sd21"])

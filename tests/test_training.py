@@ -162,3 +162,37 @@ def test_calibration_measures_the_models_range_on_wild_copies_and_bounds_the_tem
     assert all(0 <= value <= 1 for value in validated["accuracy"].values())
     assert validated["min_side"] == 20  # the 40 px faces shrunk to half size
     assert result.config.max_confidence == params.calibration.max_confidence
+
+
+def test_source_balance_weighs_every_source_and_class_group_alike():
+    from aivsreal.training import group_weights
+
+    sources, targets = [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 1, 1, 0, 0, 1, 1]
+    assert group_weights(sources, targets, 2, 2).tolist() == [[1.0, 1.0], [1.0, 1.0]]
+    sources, targets = [0] * 6 + [1] * 2, [0, 0, 0, 1, 1, 1, 0, 1]  # source 1 is small
+    weights = group_weights(sources, targets, 2, 2)
+    per_group = {(s, t): 0.0 for s in (0, 1) for t in (0, 1)}
+    for s, t in zip(sources, targets):
+        per_group[(s, t)] += float(weights[s, t])
+    assert len({round(total, 6) for total in per_group.values()}) == 1  # each group's summed weight is equal
+    assert weights[1, 0] > weights[0, 0]
+
+
+def test_the_source_adversary_trains_but_never_leaves_the_model(rows):
+    from aivsreal.training import adversary_strength
+
+    with_sources = [[row | {"source": "a" if i % 2 else "b"} for i, row in enumerate(part)] for part in rows]
+    plain = train(tiny_params(), *rows)
+    adapted = train(tiny_params(source_balance=True, source_adversarial=1.0), *with_sources)
+    assert adapted.model.state_dict().keys() == plain.model.state_dict().keys()  # the adversary is not saved
+    assert not adapted.model.fc._forward_pre_hooks  # and the network carries no hook into inference
+    assert [h["train_loss"] for h in adapted.history] != [h["train_loss"] for h in plain.history]
+    assert adversary_strength(0.0, 0.5) == 0.0 and 0.49 < adversary_strength(1.0, 0.5) <= 0.5
+
+
+def test_source_terms_need_a_trained_backbone():
+    from aivsreal.params import ParamsError
+
+    params = Params.load(PROJECT / "params.yaml")
+    with pytest.raises(ParamsError, match="source_adversarial"):
+        params.with_overrides({"train.source_adversarial": 0.5, "train.finetune": "head"})

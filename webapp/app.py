@@ -16,6 +16,7 @@ import os
 import streamlit as st
 
 from aivsreal.engines import ENGINE_NAMES
+from aivsreal.experts import SINGLE
 from aivsreal.explain import grad_cam, overlay
 from aivsreal.faces import FaceBox, draw_faces, square_crop
 from aivsreal.images import IMAGE_SUFFIXES, BadImageError
@@ -95,6 +96,13 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         + (f" of {config.resize} px" if config.resize else ""),
         f"Decision threshold: AI when p({config.class_names[0]}) ≥ {config.threshold:.2f}",
         f"Runs on: {ENGINE_NAMES[predictor.engine]}",
+        "Experts: "
+        + (
+            f"two: original lossless files of at least {predictor.forensic.config.eval_crop} px go to the forensic "
+            "expert (pixel-level traces), everything else to the wild expert"
+            if predictor.forensic
+            else "one"
+        ),
         "Trained on: "
         + (
             "the faces found in each picture (data.faces: crop)"
@@ -134,6 +142,8 @@ def verdict_ui(place, record: dict, predictor: Predictor, subject: str) -> bool:
     for class_name in predictor.class_names:
         probability = record[f"p_{class_name}"]
         place.progress(probability, text=f"p({class_name}) = {probability:.1%}")
+    if record["expert"] != SINGLE:  # a two-expert model: which one answered, and why (experts.py)
+        place.caption(f"Answered by the **{record['expert']}** expert: {record['expert_reason']}")
     for warning in record["warnings"]:  # outside what the model was validated on (input_range.py)
         place.caption(f"⚠️ {warning}")
     if label == first:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -10,7 +11,7 @@ from aivsreal.calibration import clip_confidence, expected_calibration_error, pr
 from aivsreal.metrics import classification_metrics, confusion, operating_points, roc_points
 from aivsreal.params import EvaluateParams
 from aivsreal.predictor import Predictor
-from aivsreal.robustness import run_sweep, sweep_levels, wild_summary
+from aivsreal.robustness import run_sweep, subset_rows, sweep_levels, wild_summary
 from aivsreal.shortcut import metadata_classifier_scores
 
 
@@ -31,9 +32,19 @@ def evaluate(
     test_rows: list[dict[str, str]],
     train_rows: list[dict[str, str]],
     settings: EvaluateParams,
+    unseen_sources: Collection[str] = (),
 ) -> Evaluation:
+    """Every test metric; with `unseen_sources` (split.test_sources, held out whole) also the
+    `unseen_source_*` scores on their images and `seen_source_accuracy` on the rest."""
     class_names, config = predictor.class_names, predictor.config
     positive = class_names[0]
+    sources = [row.get("source", "") for row in test_rows]
+    unseen = np.array([source in unseen_sources for source in sources], dtype=bool)
+    if unseen_sources and not unseen.any():
+        raise ValueError(
+            f"no test image comes from split.test_sources ({', '.join(unseen_sources)}): "
+            "the manifests are older than the params, re-run `dvc repro split`"
+        )
     images = predictor.load_many([row["path"] for row in test_rows])
     truth = [row["label"] for row in test_rows]
     is_positive = np.array([label == positive for label in truth])
@@ -67,12 +78,16 @@ def evaluate(
         images, is_positive, config.threshold, levels, settings.sweep_seed,
     )  # fmt: skip
     metrics |= wild_summary(robustness)
+    if unseen.any():
+        on_unseen = subset_rows(robustness, swept, is_positive, config.threshold, unseen)
+        metrics |= source_metrics(truth, predicted, p_positive, class_names, unseen, on_unseen)
+        metrics["unseen_sources"] = sorted(set(unseen_sources))
     pooled_p, pooled_truth = np.concatenate(swept), np.tile(is_positive, len(swept))
     metrics["ece_sweep_pooled"] = expected_calibration_error(pooled_p, pooled_truth)
 
     predictions = [
-        {"path": row["path"], "actual": actual, "predicted": guess, f"p_{positive}": float(p)}
-        for row, actual, guess, p in zip(test_rows, truth, predicted, p_positive)
+        {"path": row["path"], "source": source, "actual": actual, "predicted": guess, f"p_{positive}": float(p)}
+        for row, source, actual, guess, p in zip(test_rows, sources, truth, predicted, p_positive)
     ]
     return Evaluation(
         metrics=metrics,
@@ -84,6 +99,35 @@ def evaluate(
         robustness=robustness,
         predictions=predictions,
     )
+
+
+def source_metrics(
+    truth: list[str],
+    predicted: list[str],
+    p_positive: np.ndarray,
+    class_names: list[str],
+    unseen: np.ndarray,
+    unseen_sweep: list[dict],
+) -> dict[str, float]:
+    """Accuracy, ROC AUC and wild accuracy on the test images of held-out sources (`unseen`, with their
+    sweep rows), and accuracy on the rest of the test split (sources the model trained on)."""
+
+    def scores(keep: np.ndarray) -> dict:
+        picked = np.flatnonzero(keep)
+        return classification_metrics(
+            [truth[i] for i in picked], [predicted[i] for i in picked], p_positive[picked], class_names
+        )
+
+    on_unseen = scores(unseen)
+    metrics = {
+        "unseen_source_accuracy": on_unseen["accuracy"],
+        "unseen_source_roc_auc": on_unseen["roc_auc"],
+        "unseen_source_wild_accuracy": wild_summary(unseen_sweep)["wild_accuracy"],
+        "unseen_source_images": int(unseen.sum()),
+    }
+    if not unseen.all():
+        metrics["seen_source_accuracy"] = scores(~unseen)["accuracy"]
+    return metrics
 
 
 def confident_mistakes(predictions: list[dict], class_names: list[str], limit: int) -> dict[str, list[dict]]:
@@ -99,13 +143,17 @@ def confident_mistakes(predictions: list[dict], class_names: list[str], limit: i
     }
 
 
-def promotion_gate(settings: EvaluateParams) -> dict[str, float]:
-    """The minimum test scores a model needs to become @champion."""
-    return {
+def promotion_gate(settings: EvaluateParams, unseen_sources: bool = False) -> dict[str, float]:
+    """The minimum test scores a model needs to become @champion; the held-out sources' wild accuracy
+    (evaluate.min_unseen_wild_accuracy) counts only when the test split has some (split.test_sources)."""
+    gate = {
         "min_accuracy": settings.min_accuracy,
         "min_roc_auc": settings.min_roc_auc,
         "min_wild_accuracy": settings.min_wild_accuracy,
     }
+    if unseen_sources:
+        gate["min_unseen_source_wild_accuracy"] = settings.min_unseen_wild_accuracy
+    return gate
 
 
 def describe_gate(gate: dict[str, float]) -> str:

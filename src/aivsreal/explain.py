@@ -1,4 +1,5 @@
-"""Grad-CAM heatmaps (Captum's LayerGradCam on ResNet18's last block): where the model looked."""
+"""Grad-CAM heatmaps (Captum's LayerGradCam on ResNet18's last block, or on a timm encoder's first
+convolution): where the model looked."""
 
 from __future__ import annotations
 
@@ -8,15 +9,21 @@ from captum.attr import LayerAttribution, LayerGradCam
 from matplotlib import colormaps
 from PIL import Image
 
+from aivsreal.experts import FORENSIC
 from aivsreal.predictor import Predictor
 
 
 def grad_cam(predictor: Predictor, image: Image.Image, class_index: int) -> tuple[np.ndarray, Image.Image]:
-    """Heatmap in [0, 1] for `class_index`, and the image exactly as the network saw it."""
+    """Heatmap in [0, 1] for `class_index`, and the image exactly as the network saw it; in a two-expert
+    model, the network of the expert that answers for this image."""
+    if predictor.experts([image])[0][0] == FORENSIC:
+        predictor = predictor.forensic
     tensor = predictor.transform(image).unsqueeze(0).requires_grad_(True)
     model = predictor.model
     with torch.enable_grad():
-        attribution = LayerGradCam(model, model.layer4).attribute(tensor, target=class_index, relu_attributions=True)
+        # ResNet18's last block; a timm encoder's first convolution (encoders.EncoderClassifier.cam_layer)
+        layer = model.layer4 if hasattr(model, "layer4") else model.cam_layer
+        attribution = LayerGradCam(model, layer).attribute(tensor, target=class_index, relu_attributions=True)
         upsampled = LayerAttribution.interpolate(attribution, tuple(tensor.shape[-2:]), interpolate_mode="bilinear")
     heatmap = upsampled.detach()[0, 0].numpy()
     spread = heatmap.max() - heatmap.min()  # min-max scaling, as the Grad-CAM paper's figures do

@@ -145,20 +145,22 @@ def judge_images(
 
 def image_answer(faces: list[dict], class_names: list[str], rule: str, engine: str) -> dict:
     """A picture's answer from its faces' answers (largest face first):
-    {"label", "p_<class>"..., "warnings", "engine", "faces": [{"box", "label", "p_<class>"..., "warnings", "engine"}]}.
+    {"label", "p_<class>"..., "warnings", "engine", "expert", "expert_reason", "faces": [{"box", "label",
+    "p_<class>"..., "warnings", "engine", "expert", "expert_reason"}]}.
 
     `label` follows `rule` (image_verdict). The picture's probabilities and warnings are those of
-    its deciding face: with "any", the face most likely of the first (AI) class, so the picture is
-    AI exactly when that face is; with "all", the least likely one. No face found: no label, no
-    probabilities, and NO_FACE_WARNING; never a guess."""
+    its deciding face (and so are its expert and the reason): with "any", the face most likely of the
+    first (AI) class, so the picture is AI exactly when that face is; with "all", the least likely one.
+    No face found: no label, no probabilities, no expert, and NO_FACE_WARNING; never a guess."""
     if not faces:
         return {"label": None, **{f"p_{name}": None for name in class_names}, "warnings": [NO_FACE_WARNING],
-                "engine": engine, "faces": []}  # fmt: skip
+                "engine": engine, "expert": None, "expert_reason": None, "faces": []}  # fmt: skip
     key = f"p_{class_names[0]}"
     deciding = (max if rule == "any" else min)(faces, key=lambda face: face[key])
     probabilities = {f"p_{name}": deciding[f"p_{name}"] for name in class_names}
     label = image_verdict(faces, class_names, rule)
-    return {"label": label, **probabilities, "warnings": list(deciding["warnings"]), "engine": engine, "faces": faces}
+    return {"label": label, **probabilities, "warnings": list(deciding["warnings"]), "engine": engine,
+            "expert": deciding["expert"], "expert_reason": deciding["expert_reason"], "faces": faces}  # fmt: skip
 
 
 def image_verdict(faces: list[dict], class_names: list[str], rule: str = "any") -> str | None:

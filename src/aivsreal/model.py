@@ -52,7 +52,8 @@ class ModelConfig:
     temperature: float = 1.0  # logits are divided by it before the softmax
     max_pixels: int = DEFAULT_MAX_PIXELS
     pretrained_used: str = "none"
-    arch: str = "resnet18"
+    arch: str = "resnet18"  # or a timm encoder name, used frozen (encoders.py)
+    timm_kwargs: dict = field(default_factory=dict)  # timm encoder: create_model arguments beyond the name (img_size)
     input_filter: str = "none"  # a key of INPUT_FILTERS: what the network sees
     residual_clip: float = 3.0  # grey levels at which the residual is clipped
     eval_size: int = 0  # side of the centre crop at inference; 0 = image_size
@@ -69,12 +70,13 @@ class ModelConfig:
     faces: str = "whole"  # "whole": judge the picture as given | "crop": find the faces, judge each (faces.py)
     face_margin: float = 0.25  # crop: margin around a face box on every side, share of its side
     face_summary: str = "any"  # crop: the picture's label is AI if "any" face / "all" faces are
+    forensic: str = ""  # two-expert model: sub-folder of the forensic expert that judges originals (experts.py)
 
     @classmethod
     def from_params(cls, params: Params) -> ModelConfig:
         """What `params.yaml` says about the network and its preprocessing (before calibration)."""
         m, p = params.model, params.train
-        return cls(
+        config = cls(
             class_names=list(params.data.class_names), hidden=m.hidden, dropout=m.dropout,
             image_size=p.image_size, resize=p.resize, max_pixels=params.split.max_pixels,
             input_filter=m.input_filter, residual_clip=m.residual_clip,
@@ -82,7 +84,13 @@ class ModelConfig:
             max_confidence=params.calibration.max_confidence,
             warn_accuracy_drop=params.calibration.warn_accuracy_drop,
             faces=params.data.faces, face_margin=params.data.face_margin, face_summary=params.data.face_summary,
+            arch=m.arch,
         )  # fmt: skip
+        if config.arch != "resnet18":  # a timm encoder: its own mean/std, built for train.image_size
+            from aivsreal.encoders import encoder_settings
+
+            config.timm_kwargs, config.mean, config.std = encoder_settings(config.arch, config.image_size)
+        return config
 
     @classmethod
     def read(cls, folder: Path) -> ModelConfig:
@@ -144,7 +152,10 @@ INPUT_FILTERS: dict[InputFilterName, InputFilter] = {
 
 
 def build_head(in_features: int, hidden: int, dropout: float, n_classes: int) -> nn.Sequential:
-    """Linear -> ReLU -> Dropout -> Linear: logits, no softmax (CrossEntropyLoss applies it)."""
+    """Linear -> ReLU -> Dropout -> Linear: logits, no softmax (CrossEntropyLoss applies it).
+    `hidden` 0: one Linear layer, the linear probe of UnivFD (Ojha et al. 2023); dropout is then unused."""
+    if hidden == 0:
+        return nn.Sequential(nn.Linear(in_features, n_classes))
     return nn.Sequential(
         nn.Linear(in_features, hidden),
         nn.ReLU(inplace=True),
@@ -158,9 +169,16 @@ def build_model(config: ModelConfig, pretrained: str = "none") -> tuple[nn.Modul
 
     An input filter with a front end puts it in front of the first convolution (`conv1` becomes
     e.g. `conv1.residual` + `conv1.conv`); pretrained weights still load into the rest.
+    Any other `config.arch` is a timm encoder with our head (encoders.py).
     """
     if config.input_filter not in INPUT_FILTERS:
         raise ValueError(f"input_filter must be one of {tuple(INPUT_FILTERS)}, got {config.input_filter!r}")
+    if config.arch != "resnet18":
+        from aivsreal.encoders import build_encoder_classifier  # imports timm: only when an encoder is asked for
+
+        if config.input_filter != "none":
+            raise ValueError(f"input_filter {config.input_filter!r} is for resnet18; a timm encoder sees RGB")
+        return build_encoder_classifier(config, pretrained)
     model = resnet18(weights=None)
     used = load_backbone_weights(model, pretrained)
     model.fc = build_head(model.fc.in_features, config.hidden, config.dropout, len(config.class_names))

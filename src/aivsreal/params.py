@@ -62,11 +62,13 @@ class SplitParams:
     test: float
     seed: int
     max_pixels: int
+    test_sources: list[str]  # source folders under data.dir put whole in the test split (unseen-source test)
 
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
     pretrained: str  # auto, imagenet, none or a weights file: load_backbone_weights checks it
+    arch: str  # resnet18, or a timm encoder name (used frozen): model.build_model checks it
     input_filter: InputFilterName
     residual_clip: float
     hidden: int
@@ -75,6 +77,7 @@ class ModelParams:
     int8: bool  # also write an int8 ONNX graph (static quantisation) and answer with it
     int8_images: int  # validation images the int8 quantiser calibrates its activation ranges on
     int8_max_drop: float  # keep the int8 graph only if validation accuracy falls by at most this many points
+    forensic: bool  # also train the forensic expert (experts.FORENSIC_RECIPE) that judges original files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +96,8 @@ class TrainParams:
     lr_schedule: LrSchedule
     train_fraction: float
     class_weights: bool
+    source_balance: bool  # weight the loss so every (source, class) group counts alike
+    source_adversarial: float  # strength of the class-conditional source adversary (0 = off)
     hflip: bool
     random_crop: bool
     blur_prob: float
@@ -123,6 +128,7 @@ class EvaluateParams:
     min_accuracy: float
     min_roc_auc: float
     min_wild_accuracy: float
+    min_unseen_wild_accuracy: float  # gate on the held-out sources' wild accuracy (split.test_sources); 0 = off
     batch_size: int
     jpeg_qualities: list[int]
     blur_sigmas: list[float]
@@ -195,6 +201,10 @@ class Params:
             raise ParamsError(f"train.jpeg_quality_min must be in [1, 100], got {self.train.jpeg_quality_min}")
         if self.model.residual_clip <= 0:
             raise ParamsError(f"model.residual_clip must be positive, got {self.model.residual_clip}")
+        if self.model.hidden < 0:
+            raise ParamsError(f"model.hidden must be >= 0 (0 = a single linear layer), got {self.model.hidden}")
+        if self.model.arch != "resnet18":
+            self._validate_frozen_encoder()
         if self.train.launcher == "torchrun" and (self.train.nproc < 1 or self.train.batch_size % self.train.nproc):
             raise ParamsError(
                 f"train.nproc ({self.train.nproc}) must be >= 1 and divide train.batch_size ({self.train.batch_size}): "
@@ -213,8 +223,41 @@ class Params:
             raise ParamsError(f"data.face_margin must be in [0, 2] (of the face side), got {self.data.face_margin}")
         if self.model.min_side < 1:
             raise ParamsError(f"model.min_side must be at least 1 pixel, got {self.model.min_side}")
+        if self.train.source_adversarial < 0:
+            raise ParamsError(f"train.source_adversarial must be >= 0 (0 = off), got {self.train.source_adversarial}")
+        if (self.train.source_balance or self.train.source_adversarial > 0) and self.train.finetune == "head":
+            raise ParamsError(
+                "train.source_balance and train.source_adversarial need the backbone trained: "
+                "set train.finetune to layer4 or all (finetune: head trains on cached features)"
+            )
+        if self.model.forensic and self.train.launcher == "torchrun":
+            raise ParamsError("model.forensic trains a second network in one process: set train.launcher: single")
+        if self.model.forensic and len(self.data.class_names) != 2:
+            raise ParamsError("model.forensic (two experts, one threshold) needs exactly two data.class_names")
+        if self.train.source_adversarial > 0 and self.train.launcher == "torchrun":
+            raise ParamsError(
+                "train.source_adversarial is single-process only: set train.launcher: single, or source_adversarial: 0"
+            )
         if not 0 <= self.model.dropout < 1:
             raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
+
+    def _validate_frozen_encoder(self) -> None:
+        """A timm encoder (model.arch other than resnet18) is used frozen: the UnivFD recipe."""
+        arch = self.model.arch
+        if self.train.finetune != "head":
+            raise ParamsError(
+                f"model.arch {arch} is a timm encoder used frozen: set train.finetune: head "
+                f"(got {self.train.finetune}; layer4 and all are ResNet18's)"
+            )
+        if self.model.input_filter != "none":
+            raise ParamsError(
+                f"model.input_filter {self.model.input_filter} is for resnet18: set it to none for {arch}"
+            )
+        if self.train.eval_size not in (0, self.train.image_size):
+            raise ParamsError(
+                f"train.eval_size ({self.train.eval_size}) must be 0 or train.image_size "
+                f"({self.train.image_size}) for {arch}: the encoder is built for one input size"
+            )
 
     def with_overrides(self, overrides: dict[str, object]) -> Params:
         """A copy with dotted keys replaced (`{"train.lr": 0.001}`), checked like params.yaml."""

@@ -11,6 +11,7 @@ from PIL import Image
 
 from aivsreal.calibration import clip_confidence, probabilities
 from aivsreal.engines import ChannelsLastNetwork, OnnxNetwork, chosen_engine, graph_file
+from aivsreal.experts import FORENSIC, SINGLE, SINGLE_REASON, WILD, route, shift_to_threshold
 from aivsreal.images import load_image
 from aivsreal.input_range import input_warnings, refuse_if_too_small
 from aivsreal.model import ModelConfig, load_saved_model
@@ -18,27 +19,44 @@ from aivsreal.transforms import normalise_batch
 
 
 class Predictor:
-    """A trained network plus the preprocessing it was trained with."""
+    """A trained network plus the preprocessing it was trained with; in a two-expert model (experts.py)
+    this is the wild expert, and `forensic` the expert that judges original files."""
 
-    def __init__(self, model: torch.nn.Module, config: ModelConfig, network=None, engine: str = "torch"):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: ModelConfig,
+        network=None,
+        engine: str = "torch",
+        forensic: Predictor | None = None,
+    ):
         self.model = model.eval()  # PyTorch, always: Grad-CAM needs its gradients
         self.network = network or self.model  # what predictions run on: the model, or its ONNX Runtime twin
         self.engine = engine  # "torch" | "onnx" | "onnx-int8"
         self.config = config
         self.transform = config.eval_transform()  # one image -> normalised tensor (Grad-CAM, the app)
         self.geometry = config.eval_geometry()
+        self.forensic = forensic
         self._finder = None
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> Predictor:
-        """A saved model, on ONNX Runtime when it has an exported graph (engines.chosen_engine)."""
+        """A saved model, on ONNX Runtime when it has an exported graph (engines.chosen_engine); with its
+        forensic expert when the config names one (a sub-folder saved the same way)."""
         model, config = load_saved_model(Path(folder))
         engine = chosen_engine(Path(folder), config)
         if engine == "torch":
             network = ChannelsLastNetwork(model)  # a model of its own: the layout is free to change
         else:
             network = OnnxNetwork(Path(folder) / graph_file(config, engine))
-        return cls(model, config, network, engine)
+        forensic = cls.from_dir(Path(folder) / config.forensic) if config.forensic else None
+        return cls(model, config, network, engine, forensic)
+
+    def experts(self, images: list[Image.Image]) -> list[tuple[str, str]]:
+        """(expert, why) for each image: experts.route in a two-expert model, SINGLE otherwise."""
+        if self.forensic is None:
+            return [(SINGLE, SINGLE_REASON)] * len(images)
+        return [route(image, self.forensic.config.eval_crop) for image in images]
 
     @property
     def class_names(self) -> list[str]:
@@ -64,7 +82,29 @@ class Predictor:
 
     @torch.inference_mode()
     def predict_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
-        """Raw network outputs, shape (n_images, n_classes), before temperature and softmax."""
+        """Raw network outputs, shape (n_images, n_classes), before temperature and softmax. In a two-expert
+        model, the images routed to the forensic expert get its logits, shifted onto this (the wild)
+        expert's temperature and threshold (experts.shift_to_threshold)."""
+        if self.forensic is None:
+            return self.own_logits(images, batch_size)
+        to_forensic = np.array([expert == FORENSIC for expert, _ in self.experts(images)], dtype=bool)
+        logits = np.zeros((len(images), len(self.class_names)), dtype=np.float64)
+        for picked, expert in ((np.flatnonzero(~to_forensic), WILD), (np.flatnonzero(to_forensic), FORENSIC)):
+            if not len(picked):
+                continue
+            subset = [images[i] for i in picked]
+            if expert == WILD:
+                logits[picked] = self.own_logits(subset, batch_size)
+            else:
+                forensic = self.forensic.config
+                logits[picked] = shift_to_threshold(
+                    self.forensic.own_logits(subset, batch_size), forensic.temperature, forensic.threshold,
+                    self.config.threshold, self.config.temperature,
+                )  # fmt: skip
+        return logits
+
+    def own_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """This network's raw outputs (no routing), shape (n_images, n_classes)."""
         chunks = [self.forward(batch) for batch in self.input_batches(images, batch_size)]
         if not chunks:
             return np.zeros((0, len(self.class_names)), dtype=np.float64)
@@ -111,16 +151,25 @@ class Predictor:
         return judge_images(self, images, self.face_finder, margin, rule, batch_size)
 
     def predict_records(self, images: list[Image.Image], batch_size: int = 64) -> list[dict]:
-        """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ...}, ...] in input order;
-        `warnings` (input_range.py) says when an input lies outside what the model was validated on,
-        `engine` which engine computed the answer ("onnx", "onnx-int8" or "torch")."""
+        """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ..., "expert": ...,
+        "expert_reason": ...}, ...] in input order; `warnings` (input_range.py) says when an input lies
+        outside what the model was validated on, `engine` which engine computed the answer ("onnx",
+        "onnx-int8" or "torch"), `expert` which expert answered ("forensic" or "wild" in a two-expert
+        model, else "single") and `expert_reason` why (experts.route)."""
         probabilities = self.predict_proba(images, batch_size)
-        return [
-            {
-                "label": label,
-                **{f"p_{name}": float(p) for name, p in zip(self.class_names, row)},
-                "warnings": input_warnings(image, self.config),
-                "engine": self.engine,
-            }
-            for label, row, image in zip(self.labels(probabilities), probabilities, images)
-        ]
+        records = []
+        for label, row, image, (expert, reason) in zip(
+            self.labels(probabilities), probabilities, images, self.experts(images)
+        ):
+            answering = self.forensic if expert == FORENSIC else self
+            records.append(
+                {
+                    "label": label,
+                    **{f"p_{name}": float(p) for name, p in zip(self.class_names, row)},
+                    "warnings": input_warnings(image, answering.config),
+                    "engine": answering.engine,
+                    "expert": expert,
+                    "expert_reason": reason,
+                }
+            )
+        return records

@@ -94,20 +94,37 @@ def run_sweep(
             raise RuntimeError(f"degradation {level.kind}={level.value} left every image unchanged")
         p_positive = predict_positive(degraded)
         scores.append(p_positive)
-        both = 0 < is_positive.sum() < len(is_positive)
         finite = [q for q in quality if math.isfinite(q)]
-        called_positive = p_positive >= threshold
-        nan = float("nan")
         rows.append(
             {
                 "kind": level.kind,
                 "level": level.value,
-                "accuracy": float((called_positive == is_positive).mean()),
-                "roc_auc": float(roc_auc_score(is_positive, p_positive)) if both else float("nan"),
-                "positive_recall": float(called_positive[is_positive].mean()) if is_positive.any() else nan,
-                "negative_recall": float((~called_positive[~is_positive]).mean()) if not is_positive.all() else nan,
+                **level_scores(p_positive, is_positive, threshold),
                 "mean_psnr_db": float(np.mean(finite)) if finite else float("inf"),
                 "images_changed": changed,
             }
         )
     return rows, scores
+
+
+def level_scores(p_positive: np.ndarray, is_positive: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, ROC AUC and each class's recall of one sweep level's scores (NaN where a class is missing)."""
+    both = 0 < is_positive.sum() < len(is_positive)
+    called_positive = p_positive >= threshold
+    nan = float("nan")
+    return {
+        "accuracy": float((called_positive == is_positive).mean()),
+        "roc_auc": float(roc_auc_score(is_positive, p_positive)) if both else nan,
+        "positive_recall": float(called_positive[is_positive].mean()) if is_positive.any() else nan,
+        "negative_recall": float((~called_positive[~is_positive]).mean()) if not is_positive.all() else nan,
+    }
+
+
+def subset_rows(
+    rows: list[dict], scores: list[np.ndarray], is_positive: np.ndarray, threshold: float, keep: np.ndarray
+) -> list[dict]:
+    """The sweep rows rescored on the images `keep` selects, from the scores run_sweep returned (no new predictions)."""
+    return [
+        {"kind": row["kind"], "level": row["level"], **level_scores(p[keep], is_positive[keep], threshold)}
+        for row, p in zip(rows, scores, strict=True)
+    ]

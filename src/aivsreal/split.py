@@ -1,7 +1,9 @@
 """Scan a class-per-folder image tree and split it into train/val/test manifests.
 
-Manifests list files (path, label, sha256), they never copy images. Files with the same
+Manifests list files (path, label, sha256, source), they never copy images. Files with the same
 content hash always land in the same split, so a duplicate cannot leak from train to test.
+When data.dir is a folder of sources (data.dir/<source>/<class>/), each file keeps its source's
+name, and `split.test_sources` puts whole sources in the test split: an unseen-source test.
 
 Every entry under a class folder is either kept (in exactly one manifest) or left out with
 a reason, so kept + left out adds up to what is on disk. The data folder is only read.
@@ -33,6 +35,7 @@ import hashlib
 import os
 import random
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,7 +70,8 @@ def scan_dataset(
     side of at least `min_side` pixels (the model refuses smaller inputs: model.min_side).
 
     A folder of sources, each with its own class folders (data_dir/<source>/<class>/, like
-    facebench's dev/ and extra/), is read as the union of its sources.
+    facebench's dev/ and extra/), is read as the union of its sources; each record keeps its
+    source's folder name (source "" in a flat data_dir/<class>/ tree).
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
@@ -82,10 +86,11 @@ def scan_dataset(
         candidates, skipped = [], []
         for folder in folders:
             found, passed_over = list_image_files(folder)
-            candidates += found
+            source = "" if folder.parent == data_dir else folder.parent.name
+            candidates += [(path, source) for path in found]
             skipped += passed_over
         rejected += [Rejected(_escaped(_display(p, root)), label, reason) for p, reason in skipped]
-        for path in tqdm(candidates, desc=f"checking {label}", unit="img", leave=False, disable=None):
+        for path, source in tqdm(candidates, desc=f"checking {label}", unit="img", leave=False, disable=None):
             shown = _display(path, root)
             if not _is_utf8(shown):
                 rejected.append(Rejected(_escaped(shown), label, NOT_UTF8))
@@ -98,7 +103,7 @@ def scan_dataset(
             except BadImageError as error:
                 rejected.append(Rejected(shown, label, str(error)))
                 continue
-            records.append(ImageRecord(shown, label, hashlib.sha256(content).hexdigest()))
+            records.append(ImageRecord(shown, label, hashlib.sha256(content).hexdigest(), source))
     records, rejected = _drop_cross_class_duplicates(records, rejected)
     for label in class_names:  # after dropping cross-class duplicates, which can empty a class
         if not any(r.label == label for r in records):
@@ -141,20 +146,31 @@ def _drop_cross_class_duplicates(
     return kept, rejected
 
 
-def split_manifest(records: list[ImageRecord], fractions: dict[str, float], seed: int) -> dict[str, list[ImageRecord]]:
-    """Stratified, deterministic split by content hash: duplicates stay together."""
+def split_manifest(
+    records: list[ImageRecord], fractions: dict[str, float], seed: int, test_sources: Collection[str] = ()
+) -> dict[str, list[ImageRecord]]:
+    """Stratified, deterministic split by content hash: duplicates stay together.
+
+    Every record of a source in `test_sources` goes to test, with every copy of its bytes found in
+    other sources (no leak into training); the rest is split by `fractions` as if they were all there is."""
+    check_test_sources(records, test_sources)
+    held_out = {r.sha256 for r in records if r.source in test_sources}
     splits: dict[str, list[ImageRecord]] = {name: [] for name in SPLITS}
     by_label: dict[str, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
     for record in sorted(records, key=lambda r: (r.label, r.sha256, r.path)):
-        by_label[record.label][record.sha256].append(record)
-    for label in sorted(by_label):
+        if record.sha256 in held_out:
+            splits["test"].append(record)
+        else:
+            by_label[record.label][record.sha256].append(record)
+    for label in sorted({r.label for r in records}):  # a class only held-out sources have fails below
         groups = sorted(by_label[label])  # hashes, sorted so the order does not depend on disk order
         random.Random(f"{seed}-{label}").shuffle(groups)
         counts = _split_counts(len(groups), fractions)
         if min(counts.values()) == 0:
             needed = next(n for n in range(len(SPLITS), 10_000) if min(_split_counts(n, fractions).values()) > 0)
             raise DatasetError(
-                f"class {label!r} has {len(groups)} distinct usable images; the split needs at least "
+                f"class {label!r} has {len(groups)} distinct usable images"
+                f"{' outside split.test_sources' if test_sources else ''}; the split needs at least "
                 f"{needed} so that every split ({', '.join(SPLITS)}) gets one: add images"
             )
         start = 0
@@ -163,6 +179,29 @@ def split_manifest(records: list[ImageRecord], fractions: dict[str, float], seed
                 splits[name].extend(by_label[label][sha])
             start += counts[name]
     return splits
+
+
+def check_test_sources(records: list[ImageRecord], test_sources: Collection[str]) -> None:
+    """split.test_sources must name source folders that gave usable images, and leave one to train on."""
+    if not test_sources:
+        return
+    found = sorted({r.source for r in records})
+    if found == [""]:
+        raise DatasetError(
+            f"split.test_sources is {list(test_sources)} but data.dir is a flat class-per-folder tree, with no "
+            "source folders: arrange it as data.dir/<source>/<class>/ or set split.test_sources: []"
+        )
+    unknown = [name for name in test_sources if name not in found]
+    if unknown:
+        raise DatasetError(
+            f"split.test_sources names {', '.join(map(repr, unknown))}, not a source folder with usable images "
+            f"under data.dir (found: {', '.join(found)}): fix the name in params.yaml"
+        )
+    if set(found) <= set(test_sources):
+        raise DatasetError(
+            f"split.test_sources holds out every source ({', '.join(found)}): nothing is left to train on; "
+            "take at least one source out of split.test_sources"
+        )
 
 
 def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
@@ -238,7 +277,7 @@ def crop_faces(
                 target = folder / f"{record.sha256[:16]}_{number}.png"
                 crop.save(target, format="PNG", compress_level=1)
                 digest = hashlib.sha256(target.read_bytes()).hexdigest()
-                cropped[name].append(ImageRecord(_display(target, root), record.label, digest))
+                cropped[name].append(ImageRecord(_display(target, root), record.label, digest, record.source))
     for name in SPLITS:
         for label in sorted({r.label for r in splits[name]}):
             if not any(r.label == label for r in cropped[name]):
@@ -250,12 +289,27 @@ def crop_faces(
     return cropped, rejected, per_file
 
 
-def split_counts(splits: dict[str, list[ImageRecord]], rejected: list[Rejected]) -> dict:
-    """Counts per split and class, as the DVC metric `metrics/split.json`."""
+def split_counts(
+    splits: dict[str, list[ImageRecord]], rejected: list[Rejected], test_sources: Collection[str] = ()
+) -> dict:
+    """Counts per split and class, as the DVC metric `metrics/split.json`. From a folder of sources, also
+    per source: `trained_sources` (per split and class) and `test_sources` (held out, per class)."""
     counts: dict = {name: dict(Counter(r.label for r in records)) for name, records in splits.items()}
     counts["rejected"] = dict(Counter(r.label for r in rejected))
     counts["total_kept"] = sum(len(records) for records in splits.values())
     counts["total_rejected"] = len(rejected)
+    sources = sorted({r.source for records in splits.values() for r in records} - {""})
+    if sources:
+        counts["trained_sources"] = {
+            source: {name: dict(Counter(r.label for r in records if r.source == source))
+                     for name, records in splits.items()}
+            for source in sources if source not in test_sources
+        }  # fmt: skip
+        counts["test_sources"] = {
+            source: dict(Counter(r.label for r in splits["test"] if r.source == source))
+            for source in sources
+            if source in test_sources
+        }
     return counts
 
 

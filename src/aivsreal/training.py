@@ -40,11 +40,20 @@ def seed_everything(seed: int) -> None:
 
 
 class ManifestDataset(Dataset):
-    """Images listed in a manifest, decoded by the shared `load_image`."""
+    """Images listed in a manifest, decoded by the shared `load_image`: (image, class) items, or
+    (image, class, source index) when `sources` (the source names, in index order) is given."""
 
-    def __init__(self, rows: list[dict[str, str]], class_names: list[str], transform, max_pixels: int):
+    def __init__(
+        self,
+        rows: list[dict[str, str]],
+        class_names: list[str],
+        transform,
+        max_pixels: int,
+        sources: list[str] | None = None,
+    ):
         self.paths = [row["path"] for row in rows]
         self.targets = [class_names.index(row["label"]) for row in rows]
+        self.source_indices = [sources.index(row.get("source", "")) for row in rows] if sources else None
         self.transform = transform
         self.max_pixels = max_pixels
 
@@ -53,7 +62,9 @@ class ManifestDataset(Dataset):
 
     def __getitem__(self, index: int):
         image = load_image(self.paths[index], max_pixels=self.max_pixels)
-        return self.transform(image), self.targets[index]
+        if self.source_indices is None:
+            return self.transform(image), self.targets[index]
+        return self.transform(image), self.targets[index], self.source_indices[index]
 
 
 def subsample(rows: list[dict[str, str]], fraction: float, seed: int) -> list[dict[str, str]]:
@@ -73,6 +84,59 @@ def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
     counts = np.bincount(targets, minlength=n_classes).astype(np.float64)
     weights = len(targets) / (n_classes * np.maximum(counts, 1))
     return torch.tensor(weights, dtype=torch.float32)
+
+
+def group_weights(source_indices: list[int], targets: list[int], n_sources: int, n_classes: int) -> torch.Tensor:
+    """`train.source_balance`: a [source, class] table of loss weights, inverse to each group's size over the
+    groups present, so that every (source, class) group weighs alike (a small source counts as much as a
+    large one); 1 everywhere for equal groups."""
+    counts = np.zeros((n_sources, n_classes))
+    np.add.at(counts, (source_indices, targets), 1)
+    present = counts > 0
+    weights = np.where(present, len(targets) / (present.sum() * np.maximum(counts, 1)), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def training_sources(rows: list[dict[str, str]]) -> list[str]:
+    """The sources of the training rows (the folder under data.dir; "" for a flat data folder), sorted."""
+    return sorted({row.get("source", "") for row in rows})
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity on the way forward, gradient times -strength on the way back (Ganin & Lempitsky 2015)."""
+
+    @staticmethod
+    def forward(ctx, features: torch.Tensor, strength: float) -> torch.Tensor:
+        ctx.strength = strength
+        return features.view_as(features)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return -ctx.strength * grad, None
+
+
+class SourceAdversary(nn.Module):
+    """`train.source_adversarial`: guesses each training image's source from the network's features, one
+    guess per class (class-conditional, Li et al. 2018: among AI faces, which generator; among real faces,
+    which collection). Its gradient reaches the network reversed, so the network learns features that do
+    not tell the sources of a class apart, which a detector of generation rather than of source needs.
+    Used in training only; the saved model never contains it."""
+
+    def __init__(self, in_features: int, n_sources: int, n_classes: int, hidden: int = 256):
+        super().__init__()
+        self.n_sources, self.n_classes = n_sources, n_classes
+        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, n_sources * n_classes))
+        self.strength = 0.0  # set per step by the schedule
+
+    def loss(self, features: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
+        logits = self.net(GradientReversal.apply(features, self.strength))
+        per_class = logits.view(-1, self.n_classes, self.n_sources)[torch.arange(len(targets)), targets]
+        return nn.functional.cross_entropy(per_class, sources)
+
+
+def adversary_strength(progress: float, maximum: float) -> float:
+    """DANN's schedule: from 0 at the start to `maximum` at the end of training, 2/(1+exp(-10 p)) - 1."""
+    return maximum * (2.0 / (1.0 + np.exp(-10.0 * progress)) - 1.0)
 
 
 @dataclass
@@ -106,7 +170,19 @@ def train(
     optimizer = make_optimizer(model, p)
     train_rows = subsample(train_rows, p.train_fraction, p.seed)
     eval_tf = config.eval_transform()
-    loaders = make_loaders(params, train_rows, val_rows, eval_tf, context)
+    sources = training_sources(train_rows)
+    by_source = p.source_balance or p.source_adversarial > 0
+    loaders = make_loaders(params, train_rows, val_rows, eval_tf, context, sources if by_source else None)
+    source_terms = SourceTerms.build(
+        p,
+        len(params.data.class_names),
+        sources,
+        loaders.source_indices,
+        loaders.targets,
+        model,
+        optimizer,
+        context.device,
+    )
     model.to(context.device)
     trained = model  # what each step runs: the whole network, or only the head on cached features
     if p.finetune == "head":
@@ -123,6 +199,9 @@ def train(
             "training on %d images, validating on %d; weights: %s; %d process(es) on %s",
             len(train_rows), len(val_rows), config.pretrained_used, context.world_size, context.device,
         )  # fmt: skip
+        if by_source:
+            log.info("sources in training: %s (balance %s, adversary %g)", sources, p.source_balance,
+                     p.source_adversarial)  # fmt: skip
 
     result = TrainResult(model=model, config=config)
     stopping = EarlyStopping(p.patience)
@@ -132,7 +211,10 @@ def train(
         frozen_modules_to_eval(model, p.finetune)
         loaders.sampler.set_epoch(epoch)
         progress = f"epoch {epoch}/{p.epochs}"
-        train_sums = train_one_epoch(trained, loaders.train, optimizer, scheduler, loss_fn, context, progress)
+        source_terms.epoch = (epoch - 1, p.epochs)
+        train_sums = train_one_epoch(
+            trained, loaders.train, optimizer, scheduler, loss_fn, context, progress, source_terms
+        )
         sync_buffers(context, model)
         val_sums = evaluate_loss(evaluated, loaders.val, loss_fn, context.device)
         row = epoch_row(epoch, sum_across(context, *train_sums, *val_sums), optimizer, started)
@@ -151,6 +233,7 @@ def train(
                 log.info("early stopping: no better validation loss for %d epochs", p.patience)
             result.stopped_early = True
             break
+    source_terms.close()
     result.best_epoch = stopping.best_epoch
     model.load_state_dict(stopping.best_state)
     model.cpu().eval()
@@ -199,6 +282,67 @@ def train_transform(p: TrainParams) -> Callable:
 
 
 @dataclass
+class SourceTerms:
+    """What `train.source_balance` and `train.source_adversarial` add to each training step: the loss weights
+    per (source, class) group, and the source adversary fed with the head's input features."""
+
+    weights: torch.Tensor | None = None
+    adversary: SourceAdversary | None = None
+    maximum: float = 0.0
+    features: list = field(default_factory=list)
+    epoch: tuple[int, int] = (0, 1)
+
+    hook: object = None
+
+    @classmethod
+    def build(cls, p: TrainParams, n_classes: int, sources: list[str], source_indices: list[int] | None,
+              targets: list[int], model: nn.Module, optimizer: torch.optim.Optimizer,
+              device: torch.device) -> SourceTerms:  # fmt: skip
+        """The terms for `p`; the adversary's parameters join `optimizer` (build it before the scheduler)."""
+        terms = cls()
+        if p.source_balance:
+            terms.weights = group_weights(source_indices, targets, len(sources), n_classes).to(device)
+        if p.source_adversarial > 0:
+            if len(sources) < 2:
+                log.warning(
+                    "train.source_adversarial: the training data has one source (%s): nothing to adapt", sources
+                )
+                return terms
+            terms.adversary = SourceAdversary(model.fc[0].in_features, len(sources), n_classes).to(device)
+            terms.maximum = p.source_adversarial
+            optimizer.add_param_group({"params": list(terms.adversary.parameters())})
+
+            def keep_features(module: nn.Module, inputs: tuple) -> None:
+                if module.training:  # training steps only, not validation
+                    terms.features.append(inputs[0])
+
+            terms.hook = model.fc.register_forward_pre_hook(keep_features)
+        return terms
+
+    def close(self) -> None:
+        """Detach from the model: the returned model carries no hook."""
+        if self.hook is not None:
+            self.hook.remove()
+        self.features.clear()
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, sources: torch.Tensor | None, loss_fn: nn.Module,
+             progress: float) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """The step's classification loss (cross-entropy, weighted per (source, class) group or by `loss_fn`'s
+        class weights) and the loss to minimise (plus the adversary's, at `progress` of the training)."""
+        if self.weights is None:
+            loss = loss_fn(logits, targets)
+        else:
+            weights = self.weights[sources, targets]
+            loss = (nn.functional.cross_entropy(logits, targets, reduction="none") * weights).sum() / weights.sum()
+        total = loss
+        if self.adversary is not None:
+            self.adversary.strength = adversary_strength(progress, self.maximum)
+            total = loss + self.adversary.loss(self.features[-1], targets, sources)
+        self.features.clear()
+        return loss, total
+
+
+@dataclass
 class Loaders:
     """What the epochs iterate: training batches in the order `sampler` draws them (reshuffled each epoch)
     and this process's validation batches; `targets` are the training images' classes."""
@@ -207,6 +351,7 @@ class Loaders:
     sampler: DistributedSampler
     val: DataLoader
     targets: list[int]
+    source_indices: list[int] | None = None  # each training image's source, when the dataset yields them
 
 
 def loader_settings(p: TrainParams, context: Context) -> dict:
@@ -224,11 +369,12 @@ def make_loaders(
     val_rows: list[dict[str, str]],
     eval_tf: Callable,
     context: Context,
+    sources: list[str] | None = None,
 ) -> Loaders:
     """Augmented training images, each process its DistributedSampler shard, and this process's slice
     of the validation images through the evaluation transform."""
     p, class_names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
-    train_set = ManifestDataset(train_rows, class_names, train_transform(p), max_pixels)
+    train_set = ManifestDataset(train_rows, class_names, train_transform(p), max_pixels, sources)
     # each process validates its own slice; the sums are reduced across processes
     val_set = ManifestDataset(val_rows[context.rank :: context.world_size], class_names, eval_tf, max_pixels)
     settings = loader_settings(p, context)
@@ -240,6 +386,7 @@ def make_loaders(
         sampler=sampler,
         val=DataLoader(val_set, shuffle=False, **settings),
         targets=train_set.targets,
+        source_indices=train_set.source_indices,
     )
 
 
@@ -250,6 +397,7 @@ def cache_features(
     val_loader: DataLoader,
     eval_tf: Callable,
     context: Context,
+    sources: list[str] | None = None,
 ) -> Loaders:
     """`train.finetune: head`: a frozen backbone maps an image to the same features every epoch, so compute
     them once (eval transform; augmentation would defeat the cache) and let the epochs train the head on
@@ -278,18 +426,23 @@ def train_one_epoch(
     loss_fn: nn.Module,
     context: Context,
     progress: str,
+    source_terms: SourceTerms | None = None,
 ) -> tuple[float, int, int]:
     """One pass over this process's training batches, an optimiser (and scheduler) step per batch, `model`
-    being what each step runs; (summed loss, correct predictions, images), like `evaluate_loss`."""
+    being what each step runs; (summed loss, correct predictions, images), like `evaluate_loss`. The
+    summed loss is the classification loss, without the source adversary's."""
     train_loss, train_correct, seen = 0.0, 0, 0
     quiet = None if context.is_main else True
     bar = tqdm(loader, desc=progress, unit="batch", leave=False, disable=quiet)
-    for inputs, targets in bar:
+    source_terms = source_terms or SourceTerms()
+    done, total = source_terms.epoch
+    for step, (inputs, targets, *sources) in enumerate(bar):
         inputs, targets = inputs.to(context.device), targets.to(context.device)
+        sources = sources[0].to(context.device) if sources else None
         optimizer.zero_grad(set_to_none=True)
         logits = model(inputs)
-        loss = loss_fn(logits, targets)
-        loss.backward()
+        loss, total_loss = source_terms.loss(logits, targets, sources, loss_fn, (done + step / len(loader)) / total)
+        total_loss.backward()
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

@@ -24,22 +24,26 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
         signature=signature,
         input_example=input_example,
         registered_model_name=registered_model,
-        pip_requirements=pip_requirements(),
+        pip_requirements=pip_requirements(ModelConfig.read(model_dir).arch),
     )
 
 
 def model_files(model_dir: Path) -> dict[str, str]:
-    """The saved-model files the pyfunc carries: weights and config, and the ONNX graphs its config names."""
+    """The saved-model files the pyfunc carries: weights and config, the ONNX graphs its config names, and the
+    forensic expert's folder in a two-expert model."""
     config = ModelConfig.read(model_dir)
-    files = {"weights": WEIGHTS_FILE, "config": CONFIG_FILE, "onnx": config.onnx_file, "int8": config.int8_file}
-    return {name: str(model_dir / file) for name, file in files.items() if file and (model_dir / file).is_file()}
+    files = {"weights": WEIGHTS_FILE, "config": CONFIG_FILE, "onnx": config.onnx_file, "int8": config.int8_file,
+             "forensic": config.forensic}  # fmt: skip
+    return {name: str(model_dir / file) for name, file in files.items() if file and (model_dir / file).exists()}
 
 
-def pip_requirements() -> list[str]:
-    """What a served copy of the model needs; versions match the training environment."""
+def pip_requirements(arch: str = "resnet18") -> list[str]:
+    """What a served copy of the model needs; versions match the training environment. A timm encoder
+    (`arch` other than resnet18) needs timm to rebuild the network."""
     from importlib.metadata import PackageNotFoundError, version
 
     names = ["torch", "torchvision", "mlflow", "pillow", "pandas", "numpy", "onnxruntime"]
+    names += ["timm"] if arch != "resnet18" else []
     pins = []
     for name in names:
         try:

@@ -5,12 +5,14 @@
     python -m aivsreal.serving.batch --input /shared/faces --master spark://head:7077   # a cluster: see the end
 
 The job is spark.py. Output: a Parquet folder with one row per image file: `path`, `label`,
-`p_<class>` per class (from the model's signature, e.g. `p_ai`, `p_real`), `warnings` and `error`
+`p_<class>` per class (from the model's signature, e.g. `p_ai`, `p_real`), `warnings`, `engine`,
+`expert` and `expert_reason` (which expert answered and why: experts.py), and `error`
 (null when scored; the reason when skipped, with null label and probabilities). Read it with
 `pandas.read_parquet(PATH)`. The model defaults to params.yaml's registered model at @champion.
 A model trained with `data.faces: crop` gives one row per face found instead, with its box:
 `path`, `face`, `left`, `top`, `width`, `height`, `label`, `p_<class>`, `warnings`, `engine`,
-`image_label` and `error`; a picture with no face found is one row with the "no face found" warning.
+`expert`, `expert_reason`, `image_label` and `error`; a picture with no face found is one row with the
+"no face found" warning.
 """
 
 from __future__ import annotations

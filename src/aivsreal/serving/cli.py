@@ -31,6 +31,8 @@ import json
 import sys
 from pathlib import Path
 
+from aivsreal.experts import SINGLE
+
 PROGRESS_FROM = 20  # files: fewer finish before a progress bar would help
 
 
@@ -62,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON object per line")
-    output.add_argument("--csv", action="store_true", help="print CSV: path, label, p_<class>..., warnings, engine")
+    output.add_argument(
+        "--csv",
+        action="store_true",
+        help="print CSV: path, label, p_<class>..., warnings, engine, expert, expert_reason",
+    )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--faces", action="store_true", help="find the faces in each image and judge each one")
     mode.add_argument("--whole", action="store_true", help="judge each whole image (even with a crop-mode model)")
@@ -105,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         predictor.config.face_summary = args.summary
     writer = None
     if args.csv:
-        fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings", "engine"]
+        fields = ["path", "label", *[f"p_{name}" for name in predictor.class_names], "warnings", "engine", "expert",
+                  "expert_reason"]  # fmt: skip
         if faces == "crop":
             fields = ["path", "face", "left", "top", "width", "height", *fields[1:], "image_label"]
         writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
@@ -130,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             probabilities = "  ".join(f"{k}={v:.3f}" for k, v in record.items() if k.startswith("p_"))
             tqdm.write(f"{path}: {record['label']}  ({probabilities})", file=sys.stdout)
+            if record["expert"] != SINGLE:
+                tqdm.write(f"    expert: {record['expert']} ({record['expert_reason']})", file=sys.stdout)
             for warning in record["warnings"]:
                 tqdm.write(f"    warning: {warning}", file=sys.stdout)
     return 1 if failures else 0
@@ -164,6 +173,8 @@ def print_faces(predictor, path: str, answer: dict, args, writer) -> None:
             probabilities = "  ".join(f"{k}={v:.3f}" for k, v in face.items() if k.startswith("p_"))
             where = f"{box['left']},{box['top']} {box['width']}x{box['height']}"
             tqdm.write(f"    face {face['face']} at {where}: {face['label']}  ({probabilities})", file=sys.stdout)
+            if face["expert"] != SINGLE:
+                tqdm.write(f"        expert: {face['expert']} ({face['expert_reason']})", file=sys.stdout)
             for warning in face["warnings"]:
                 tqdm.write(f"        warning: {warning}", file=sys.stdout)
 

@@ -4,8 +4,10 @@ Logged as "models from code" (pyfunc_entry.py, by artifacts.py), so nothing is p
 artifacts are the state_dict and config.json written by the train stage.
 
 Request: a string column `image` holding base64-encoded image files (JPEG, PNG, WebP...).
-Response: per image, `label`, `p_<class>` for each class, and `warnings`: a list (often empty)
-saying when the image lies outside what the model was validated on (input_range.py).
+Response: per image, `label`, `p_<class>` for each class, `warnings`: a list (often empty)
+saying when the image lies outside what the model was validated on (input_range.py), `engine`,
+and `expert` with `expert_reason`: which expert answered and why (experts.py; "single" for a
+model with one expert).
 A model trained with `data.faces: crop` also answers `faces`, per image the list of faces found
 (largest first), each with its `box` (left, top, width, height in the image's pixels), `label`,
 `p_<class>` and `warnings`; the image's own label follows the model's `face_summary`, and an
@@ -43,12 +45,14 @@ def signature(class_names: list[str], faces: str = "whole") -> ModelSignature:
     outputs = [ColSpec("string", "label")] + [ColSpec("double", f"p_{name}") for name in class_names]
     outputs.append(ColSpec(Array(DataType.string), "warnings"))
     outputs.append(ColSpec("string", "engine"))  # "onnx" | "onnx-int8" | "torch": which engine answered
+    outputs += [ColSpec("string", "expert"), ColSpec("string", "expert_reason")]  # which expert, why (experts.py)
     if faces == "crop":
         box = Object([Property(side, DataType.long) for side in ("left", "top", "width", "height")])
         face = Object(
             [Property("box", box), Property("label", DataType.string)]
             + [Property(f"p_{name}", DataType.double) for name in class_names]
             + [Property("warnings", Array(DataType.string)), Property("engine", DataType.string)]
+            + [Property("expert", DataType.string), Property("expert_reason", DataType.string)]
         )
         outputs.append(ColSpec(Array(face), "faces"))
     return ModelSignature(inputs=Schema([ColSpec("string", INPUT_COLUMN)]), outputs=Schema(outputs))

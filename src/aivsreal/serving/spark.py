@@ -237,9 +237,9 @@ def write_predictions(good, bad, model_dir: Path, output_uri: str, overwrite: bo
 def face_rows(result):
     """A crop-mode model's answers (path, prediction, error) as one row per face: `face` (1 = the
     largest), its box (`left`, `top`, `width`, `height`), its `label`, `p_<class>`, `warnings`, the
-    `engine`, and `image_label` (the picture's label by the model's face_summary). A picture with no
-    face found is one row with null face, box, label and probabilities and the "no face found"
-    warning; a skipped file, one row with its `error`."""
+    `engine`, the `expert` that judged it and why (`expert_reason`), and `image_label` (the picture's
+    label by the model's face_summary). A picture with no face found is one row with null face, box,
+    label and probabilities and the "no face found" warning; a skipped file, one row with its `error`."""
     from pyspark.sql import functions as F
 
     face_fields = result.schema["prediction"].dataType["faces"].dataType.elementType.names
@@ -254,6 +254,8 @@ def face_rows(result):
         *[F.col(f"f.{name}").alias(name) for name in classes],
         F.when(no_face, F.col("prediction.warnings")).otherwise(F.col("f.warnings")).alias("warnings"),
         F.col("prediction.engine").alias("engine"),
+        F.col("f.expert").alias("expert"),
+        F.col("f.expert_reason").alias("expert_reason"),
         # MLflow's UDF hands a null label over as the text "None": no face, no image label
         F.when(F.size("prediction.faces") > 0, F.col("prediction.label")).alias("image_label"),
         "error",
