@@ -222,6 +222,19 @@ def field_blocks(params, tested, robustness, mistakes, figures):
     return blocks  # fmt: skip
 
 
+def expert_paragraph(tested: dict) -> list:
+    """A two-expert model (model.forensic): which expert answered the test images as stored."""
+    counts = tested.get("experts_as_stored")
+    if not counts:
+        return []
+    return [Paragraph(
+        f"Two experts: of the test images as stored, {counts.get('forensic', 0)} are originals (lossless files, "
+        f"not resized) answered by the forensic expert and {counts.get('wild', 0)} went to the wild expert; "
+        "the wild conditions (re-encoded or shrunk copies) all go to the wild expert. Each row of "
+        "plots/test_predictions.csv names its expert."
+    )]  # fmt: skip
+
+
 def build_blocks(params, split, trained, tested, digest: str, figures):
     class_names = params.data.class_names
     counts = split["counts"]
@@ -267,6 +280,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
                                      "both classes alike)", tested["wild_accuracy"]],
                                     ["average precision", tested["average_precision"]],
                                     ["images", tested["n_images"]], *unseen_source_rows(tested)]),
+        *expert_paragraph(tested),
         Table(["class", "precision", "recall", "F1", "support"],
               [[c, tested[c]["precision"], tested[c]["recall"], tested[c]["f1"], tested[c]["support"]]
                for c in class_names]),

@@ -154,3 +154,25 @@ def test_the_forensic_recipe_is_the_lossless_preset_without_the_wild_degradation
     assert (forensic.model.input_filter, forensic.train.resize, forensic.train.eval_size) == ("residual", 0, 256)
     assert forensic.train.jpeg_prob == forensic.train.downscale_prob == forensic.train.blur_prob == 0.0
     assert forensic.data == wild.data and forensic.split == wild.split  # the same faces, the same split
+
+
+def test_evaluate_names_the_expert_of_every_test_image(two_experts, tmp_path):
+    """The evaluate stage's predictions (plots/test_predictions.csv) and metrics say which expert answered
+    each test image as stored: the large PNG originals the forensic one, the JPEGs and small PNGs the wild one."""
+    import dataclasses
+    from pathlib import Path
+
+    from aivsreal.evaluation import evaluate
+    from aivsreal.params import Params
+
+    rows = []
+    for i, (fmt, side) in enumerate([("PNG", 64), ("JPEG", 64), ("PNG", 24), ("PNG", 64)] * 2):
+        path = tmp_path / f"{i}.{fmt.lower()}"
+        path.write_bytes(encode(random_image((side, side), seed=i), fmt))
+        rows.append({"path": str(path), "label": "ai" if i % 2 else "real", "sha256": "", "source": "x"})
+    settings = dataclasses.replace(Params.load(Path(__file__).parents[1] / "params.yaml").evaluate, batch_size=4,
+                                   jpeg_qualities=[90], blur_sigmas=[0.0], downscales=[1.0])  # fmt: skip
+    result = evaluate(Predictor.from_dir(two_experts), rows, rows, settings)
+    experts = [p["expert"] for p in result.predictions]
+    assert experts == [FORENSIC, WILD, WILD, FORENSIC] * 2
+    assert result.metrics["experts_as_stored"] == {FORENSIC: 4, WILD: 4}

@@ -85,10 +85,14 @@ def evaluate(
     pooled_p, pooled_truth = np.concatenate(swept), np.tile(is_positive, len(swept))
     metrics["ece_sweep_pooled"] = expected_calibration_error(pooled_p, pooled_truth)
 
+    experts = [expert for expert, _ in predictor.experts(images)]  # who answered each image as stored
+    if predictor.forensic is not None:
+        metrics["experts_as_stored"] = {name: experts.count(name) for name in sorted(set(experts))}
     predictions = [
-        {"path": row["path"], "source": source, "actual": actual, "predicted": guess, f"p_{positive}": float(p)}
-        for row, source, actual, guess, p in zip(test_rows, sources, truth, predicted, p_positive)
-    ]
+        {"path": row["path"], "source": source, "actual": actual, "predicted": guess, f"p_{positive}": float(p),
+         "expert": expert}
+        for row, source, actual, guess, p, expert in zip(test_rows, sources, truth, predicted, p_positive, experts)
+    ]  # fmt: skip
     return Evaluation(
         metrics=metrics,
         confusion=confusion(truth, predicted, class_names),
