@@ -142,6 +142,7 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
             calibrated |= {f"forensic_{key}": value for key, value in forensic_calibrated.items()}
             calibrated["forensic_best_epoch"] = forensic.best_epoch
             result.config.forensic = FORENSIC_FOLDER
+            result.config.forensic_mix = params.model.forensic_mix
     except WeightsUnavailableError as error:
         sys.exit(f"train: {error}")
     weights_used = result.config.pretrained_used

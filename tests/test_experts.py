@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from helpers_images import encode, random_image
 
-from aivsreal.experts import FORENSIC, FORENSIC_FOLDER, SINGLE, WILD, route, shift_to_threshold
+from aivsreal.experts import BOTH, FORENSIC, FORENSIC_FOLDER, SINGLE, WILD, route, shift_to_threshold
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, save_model
 from aivsreal.predictor import Predictor
@@ -84,6 +84,30 @@ def test_a_two_expert_model_answers_each_image_with_its_expert_and_says_why(two_
     assert Predictor.from_dir(tiny_onnx_model_dir).predict_records([original])[0]["expert"] == SINGLE
 
 
+def test_forensic_mix_mean_averages_both_experts_log_odds_on_originals_only(two_experts, tmp_path):
+    """model.forensic_mix: mean: an original gets the mean of the wild expert's log-odds and the forensic
+    expert's (shifted to the wild threshold), and says so; a JPEG still goes to the wild expert alone."""
+    mixed = tmp_path / "mixed"
+    shutil.copytree(two_experts, mixed)
+    config = json.loads((mixed / "config.json").read_text())
+    (mixed / "config.json").write_text(json.dumps(config | {"forensic_mix": "mean"}))
+    original, jpeg_copy = decoded("PNG", seed=5), decoded("JPEG", seed=5)
+    alone, both = Predictor.from_dir(two_experts), Predictor.from_dir(mixed)
+    records = both.predict_records([original, jpeg_copy])
+    assert [r["expert"] for r in records] == [BOTH, WILD]
+    assert "averaged with the wild expert" in records[0]["expert_reason"]
+
+    def log_odds(logits, temperature):
+        return (logits[:, 0] - logits[:, 1]) / temperature
+
+    temperature = both.config.temperature
+    forensic_side = log_odds(alone.predict_logits([original]), temperature)  # the forensic expert, shifted
+    wild_side = log_odds(alone.own_logits([original]), temperature)  # the wild network on the same image
+    np.testing.assert_allclose(log_odds(both.predict_logits([original]), temperature), (forensic_side + wild_side) / 2)
+    assert records[1]["p_ai"] == pytest.approx(alone.predict_records([jpeg_copy])[0]["p_ai"])
+    assert route(original, FORENSIC_SIDE, "mean")[0] == BOTH and route(jpeg_copy, FORENSIC_SIDE, "mean")[0] == WILD
+
+
 def test_the_cli_and_a_real_mlflow_server_name_the_expert(two_experts, tmp_path):
     import requests
     from conftest import champion_store, free_port, isolated_env, running_server
@@ -136,7 +160,7 @@ def test_the_app_says_which_expert_answered(two_experts, monkeypatch):
     app.file_uploader[0].set_value(upload).run()
     assert not app.exception, app.exception
     captions = " ".join(caption.value for caption in app.caption)
-    assert "Answered by the **forensic** expert" in captions and "Answered by the **wild** expert" in captions
+    assert "Answered by **the forensic expert**" in captions and "Answered by **the wild expert**" in captions
     assert "Experts: two" in " ".join(m.value for m in app.sidebar.markdown)
 
 

@@ -16,7 +16,7 @@ import os
 import streamlit as st
 
 from aivsreal.engines import ENGINE_NAMES
-from aivsreal.experts import SINGLE
+from aivsreal.experts import BOTH, SINGLE
 from aivsreal.explain import grad_cam, overlay
 from aivsreal.faces import FaceBox, draw_faces, square_crop
 from aivsreal.images import IMAGE_SUFFIXES, BadImageError
@@ -99,7 +99,9 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
         "Experts: "
         + (
             f"two: original lossless files of at least {predictor.forensic.config.eval_crop} px go to the forensic "
-            "expert (pixel-level traces), everything else to the wild expert"
+            "expert (pixel-level traces)"
+            + (", averaged with the wild expert" if config.forensic_mix == "mean" else "")
+            + ", everything else to the wild expert"
             if predictor.forensic
             else "one"
         ),
@@ -143,7 +145,8 @@ def verdict_ui(place, record: dict, predictor: Predictor, subject: str) -> bool:
         probability = record[f"p_{class_name}"]
         place.progress(probability, text=f"p({class_name}) = {probability:.1%}")
     if record["expert"] != SINGLE:  # a two-expert model: which one answered, and why (experts.py)
-        place.caption(f"Answered by the **{record['expert']}** expert: {record['expert_reason']}")
+        who = "both experts, averaged" if record["expert"] == BOTH else f"the {record['expert']} expert"
+        place.caption(f"Answered by **{who}**: {record['expert_reason']}")
     for warning in record["warnings"]:  # outside what the model was validated on (input_range.py)
         place.caption(f"⚠️ {warning}")
     if label == first:

@@ -10,7 +10,10 @@ says about itself (its format and size): a PNG saved from a JPEG looks like an o
 
 The forensic expert's log-odds are shifted so that both experts decide at the wild expert's
 threshold (`shift_to_threshold`): the model keeps one threshold and one temperature, and every
-consumer (evaluation, sweeps, calibration checks) treats it as one model.
+consumer (evaluation, sweeps, calibration checks) treats it as one model. With `forensic_mix: mean`
+an original gets the mean of both experts' shifted log-odds (expert BOTH): the forensic expert reads
+the traces of the sources it was trained on and misleads on an unseen one, where the wild expert is
+steadier (benchmarks/RESULTS.md, "make facebench with the two-expert preset").
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from PIL import Image
 from aivsreal.images import SOURCE_FORMAT
 
 FORENSIC, WILD, SINGLE = "forensic", "wild", "single"
+BOTH = "forensic+wild"  # model.forensic_mix: mean: an original gets the mean of both experts' log-odds
 FORENSIC_FOLDER = "forensic"  # the forensic expert's saved model, inside the two-expert model's folder
 FORENSIC_RECIPE = "params/facebench-lossless.yaml"  # model.forensic: true trains it with these model./train. keys
 # Formats that store pixels exactly: the file can still hold the generator's or the camera's traces.
@@ -28,8 +32,9 @@ LOSSLESS_FORMATS = ("PNG", "BMP", "TIFF", "PPM", "TGA")
 SINGLE_REASON = "the model has one expert"
 
 
-def route(image: Image.Image, min_side: int) -> tuple[str, str]:
-    """(FORENSIC or WILD, why) for one decoded image; `min_side` is the forensic expert's input side."""
+def route(image: Image.Image, min_side: int, mix: str = "alone") -> tuple[str, str]:
+    """(FORENSIC, BOTH or WILD, why) for one decoded image; `min_side` is the forensic expert's input side,
+    `mix` the model's forensic_mix ("alone": an original goes to the forensic expert, "mean": to both)."""
     file_format = image.info.get(SOURCE_FORMAT, "")
     width, height = image.size
     if file_format not in LOSSLESS_FORMATS:
@@ -40,9 +45,10 @@ def route(image: Image.Image, min_side: int) -> tuple[str, str]:
             f"{file_format} at {width}x{height} px, smaller than the {min_side} px the forensic expert reads: "
             "a resized copy, so the wild expert answers"
         )
-    return FORENSIC, (
-        f"an original ({file_format}, lossless, {width}x{height} px): the forensic expert reads its pixel-level traces"
-    )
+    original = f"an original ({file_format}, lossless, {width}x{height} px)"
+    if mix == "mean":
+        return BOTH, f"{original}: the forensic expert reads its pixel-level traces, averaged with the wild expert"
+    return FORENSIC, f"{original}: the forensic expert reads its pixel-level traces"
 
 
 def shift_to_threshold(logits: np.ndarray, temperature: float, threshold: float, target_threshold: float,

@@ -9,14 +9,14 @@ from captum.attr import LayerAttribution, LayerGradCam
 from matplotlib import colormaps
 from PIL import Image
 
-from aivsreal.experts import FORENSIC
+from aivsreal.experts import WILD
 from aivsreal.predictor import Predictor
 
 
 def grad_cam(predictor: Predictor, image: Image.Image, class_index: int) -> tuple[np.ndarray, Image.Image]:
     """Heatmap in [0, 1] for `class_index`, and the image exactly as the network saw it; in a two-expert
     model, the network of the expert that answers for this image."""
-    if predictor.experts([image])[0][0] == FORENSIC:
+    if predictor.forensic is not None and predictor.experts([image])[0][0] != WILD:  # an original: the forensic map
         predictor = predictor.forensic
     tensor = predictor.transform(image).unsqueeze(0).requires_grad_(True)
     model = predictor.model

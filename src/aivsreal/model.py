@@ -71,6 +71,7 @@ class ModelConfig:
     face_margin: float = 0.25  # crop: margin around a face box on every side, share of its side
     face_summary: str = "any"  # crop: the picture's label is AI if "any" face / "all" faces are
     forensic: str = ""  # two-expert model: sub-folder of the forensic expert that judges originals (experts.py)
+    forensic_mix: str = "alone"  # two-expert model, on originals: "alone" (forensic expert) | "mean" (both averaged)
 
     @classmethod
     def from_params(cls, params: Params) -> ModelConfig:

@@ -32,6 +32,7 @@ LrSchedule = Literal["constant", "onecycle"]
 Launcher = Literal["single", "torchrun"]
 Device = Literal["auto", "cpu", "cuda"]
 FaceMode = Literal["whole", "crop"]  # data.faces: judge the whole picture, or each face found in it (faces.py)
+ForensicMix = Literal["alone", "mean"]  # model.forensic_mix: the forensic expert alone on originals, or both averaged
 FaceSummary = Literal["any", "all"]  # data.face_summary: the picture is AI if any face / every face is
 THRESHOLD_RULES = ("youden", "max_accuracy")  # calibration.threshold_rule: one of these,
 VALUED_THRESHOLD_RULES = ("fpr", "fixed")  # or one of these with ":X", X in [0, 1] (fpr:0.05, fixed:0.5)
@@ -78,6 +79,7 @@ class ModelParams:
     int8_images: int  # validation images the int8 quantiser calibrates its activation ranges on
     int8_max_drop: float  # keep the int8 graph only if validation accuracy falls by at most this many points
     forensic: bool  # also train the forensic expert (experts.FORENSIC_RECIPE) that judges original files
+    forensic_mix: ForensicMix  # originals: "alone" (the forensic expert) | "mean" (both experts' log-odds averaged)
 
 
 @dataclasses.dataclass(frozen=True)

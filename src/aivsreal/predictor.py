@@ -11,7 +11,7 @@ from PIL import Image
 
 from aivsreal.calibration import clip_confidence, probabilities
 from aivsreal.engines import ChannelsLastNetwork, OnnxNetwork, chosen_engine, graph_file
-from aivsreal.experts import FORENSIC, SINGLE, SINGLE_REASON, WILD, route, shift_to_threshold
+from aivsreal.experts import BOTH, FORENSIC, SINGLE, SINGLE_REASON, WILD, route, shift_to_threshold
 from aivsreal.images import load_image
 from aivsreal.input_range import input_warnings, refuse_if_too_small
 from aivsreal.model import ModelConfig, load_saved_model
@@ -56,7 +56,7 @@ class Predictor:
         """(expert, why) for each image: experts.route in a two-expert model, SINGLE otherwise."""
         if self.forensic is None:
             return [(SINGLE, SINGLE_REASON)] * len(images)
-        return [route(image, self.forensic.config.eval_crop) for image in images]
+        return [route(image, self.forensic.config.eval_crop, self.config.forensic_mix) for image in images]
 
     @property
     def class_names(self) -> list[str]:
@@ -84,23 +84,24 @@ class Predictor:
     def predict_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
         """Raw network outputs, shape (n_images, n_classes), before temperature and softmax. In a two-expert
         model, the images routed to the forensic expert get its logits, shifted onto this (the wild)
-        expert's temperature and threshold (experts.shift_to_threshold)."""
+        expert's temperature and threshold (experts.shift_to_threshold); those routed to BOTH the mean of
+        those and the wild expert's own."""
         if self.forensic is None:
             return self.own_logits(images, batch_size)
-        to_forensic = np.array([expert == FORENSIC for expert, _ in self.experts(images)], dtype=bool)
+        routed = np.array([expert for expert, _ in self.experts(images)])
         logits = np.zeros((len(images), len(self.class_names)), dtype=np.float64)
-        for picked, expert in ((np.flatnonzero(~to_forensic), WILD), (np.flatnonzero(to_forensic), FORENSIC)):
-            if not len(picked):
-                continue
-            subset = [images[i] for i in picked]
-            if expert == WILD:
-                logits[picked] = self.own_logits(subset, batch_size)
-            else:
-                forensic = self.forensic.config
-                logits[picked] = shift_to_threshold(
-                    self.forensic.own_logits(subset, batch_size), forensic.temperature, forensic.threshold,
-                    self.config.threshold, self.config.temperature,
-                )  # fmt: skip
+        wild = np.flatnonzero(routed != FORENSIC)  # WILD and BOTH
+        if len(wild):
+            logits[wild] = self.own_logits([images[i] for i in wild], batch_size)
+        forensic_side = np.flatnonzero(routed != WILD)  # FORENSIC and BOTH
+        if len(forensic_side):
+            forensic = self.forensic.config
+            shifted = shift_to_threshold(
+                self.forensic.own_logits([images[i] for i in forensic_side], batch_size), forensic.temperature,
+                forensic.threshold, self.config.threshold, self.config.temperature,
+            )  # fmt: skip
+            both = routed[forensic_side] == BOTH
+            logits[forensic_side] = np.where(both[:, None], (logits[forensic_side] + shifted) / 2, shifted)
         return logits
 
     def own_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
@@ -154,14 +155,14 @@ class Predictor:
         """[{"label": ..., "p_ai": ..., "p_real": ..., "warnings": [...], "engine": ..., "expert": ...,
         "expert_reason": ...}, ...] in input order; `warnings` (input_range.py) says when an input lies
         outside what the model was validated on, `engine` which engine computed the answer ("onnx",
-        "onnx-int8" or "torch"), `expert` which expert answered ("forensic" or "wild" in a two-expert
-        model, else "single") and `expert_reason` why (experts.route)."""
+        "onnx-int8" or "torch"), `expert` which expert answered ("forensic", "forensic+wild" or "wild" in a
+        two-expert model, else "single") and `expert_reason` why (experts.route)."""
         probabilities = self.predict_proba(images, batch_size)
         records = []
         for label, row, image, (expert, reason) in zip(
             self.labels(probabilities), probabilities, images, self.experts(images)
         ):
-            answering = self.forensic if expert == FORENSIC else self
+            answering = self if expert in (WILD, SINGLE) else self.forensic  # an original: the forensic input checks
             records.append(
                 {
                     "label": label,
