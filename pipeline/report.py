@@ -8,6 +8,7 @@ import mlflow
 
 from aivsreal import plots, tracking
 from aivsreal.evaluation import confident_mistakes, describe_gate, promotion_gate
+from aivsreal.experts import BOTH, FORENSIC, WILD
 from aivsreal.images import BadImageError, load_image
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.model import INPUT_FILTERS
@@ -227,11 +228,13 @@ def expert_paragraph(tested: dict) -> list:
     counts = tested.get("experts_as_stored")
     if not counts:
         return []
+    originals = counts.get(FORENSIC, 0) + counts.get(BOTH, 0)
+    who = "both experts, averaged (model.forensic_mix: mean)" if BOTH in counts else "the forensic expert"
     return [Paragraph(
-        f"Two experts: of the test images as stored, {counts.get('forensic', 0)} are originals (lossless files, "
-        f"not resized) answered by the forensic expert and {counts.get('wild', 0)} went to the wild expert; "
-        "the wild conditions (re-encoded or shrunk copies) all go to the wild expert. Each row of "
-        "plots/test_predictions.csv names its expert."
+        f"Two experts: of the test images as stored, {originals} are originals (lossless files, not resized) "
+        f"answered by {who} and {counts.get(WILD, 0)} went to the wild expert; the wild conditions "
+        "(re-encoded or shrunk copies) all go to the wild expert. Each row of plots/test_predictions.csv "
+        "names its expert."
     )]  # fmt: skip
 
 

@@ -200,3 +200,20 @@ def test_evaluate_names_the_expert_of_every_test_image(two_experts, tmp_path):
     experts = [p["expert"] for p in result.predictions]
     assert experts == [FORENSIC, WILD, WILD, FORENSIC] * 2
     assert result.metrics["experts_as_stored"] == {FORENSIC: 4, WILD: 4}
+
+
+def test_the_report_says_which_expert_answered_the_originals(monkeypatch):
+    from conftest import PROJECT
+
+    monkeypatch.syspath_prepend(str(PROJECT))  # pipeline/ is the project's stage package, not installed
+    from pipeline.report import expert_paragraph
+
+    assert expert_paragraph({}) == []  # one expert: nothing to say
+    (alone,) = expert_paragraph({"experts_as_stored": {FORENSIC: 7, WILD: 3}})
+    assert (
+        "7 are originals" in alone.text
+        and "by the forensic expert" in alone.text
+        and "3 went to the wild" in alone.text
+    )
+    (mixed,) = expert_paragraph({"experts_as_stored": {BOTH: 5, WILD: 2}})
+    assert "5 are originals" in mixed.text and "both experts, averaged" in mixed.text
