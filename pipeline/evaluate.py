@@ -3,6 +3,7 @@ metrics and plots, log them into the training run, and promote the model on the 
 
 import json
 import logging
+import re
 import sys
 
 import mlflow
@@ -38,12 +39,17 @@ def main(argv: list[str] | None = None) -> None:
 
     for name, content in metric_files(result.metrics, result.robustness).items():
         stage.write_json(METRICS / name, content)
+    stage.write_json(METRICS / "per_source.json", result.per_source)
     write_plot_tables(result)
     figures = draw_figures(result, predictor.class_names)
     log_to_run(run_info, result, figures, predictor.class_names, gate, predictor.engine)
     for name, figure in figures.items():
         plots.save(figure, PLOTS / name)
     _log_outcome(result.metrics, run_info, gate)
+    if len(result.per_source) > 1:
+        log.info("per source, worst first (metrics/per_source.json): %s", ", ".join(
+            f"{source}{' (unseen)' if row['unseen'] else ''} {row['accuracy']:.3f}"
+            for source, row in result.per_source.items()))  # fmt: skip
 
 
 def write_plot_tables(result: Evaluation) -> None:
@@ -94,6 +100,8 @@ def log_to_run(
         mlflow.log_table(table, "evaluation/confusion_matrix.json")
         mlflow.log_table({k: [row[k] for row in result.robustness] for k in result.robustness[0]},
                          "evaluation/robustness.json")  # fmt: skip
+        mlflow.log_dict(result.per_source, "evaluation/per_source.json")
+        mlflow.log_metrics(_per_source_run_metrics(result.per_source))
         mlflow.set_tags({"promoted": str(promoted).lower(), "promotion_gate": json.dumps(gate),
                          "evaluate_engine": engine})  # fmt: skip
         if "unseen_sources" in result.metrics:  # split.test_sources: held out whole, never trained on
@@ -126,6 +134,16 @@ def _log_outcome(metrics: dict, run_info: dict, gate: dict) -> None:
                  run_info["model_version"], tracking.CHAMPION)  # fmt: skip
     else:
         log.warning("gate %s not passed: version %s stays unpromoted", gate, run_info["model_version"])
+
+
+def _per_source_run_metrics(per_source: dict[str, dict]) -> dict[str, float]:
+    """`test_source_<source>_accuracy` (and _roc_auc, _wild_accuracy) for the MLflow UI's metric columns."""
+    flat = {}
+    for source, scores in per_source.items():
+        name = re.sub(r"[^0-9A-Za-z_.-]", "_", source)  # MLflow metric names: letters, digits, _ - . / and space
+        flat |= {f"test_source_{name}_{key}": float(scores[key]) for key in ("accuracy", "roc_auc", "wild_accuracy")
+                 if scores[key] is not None}  # fmt: skip
+    return flat
 
 
 def _flat_test_metrics(metrics: dict, class_names: list[str]) -> dict[str, float]:

@@ -59,6 +59,92 @@ def source_blocks(counts: dict) -> list:
             Table(["source", "role", "train", "val", "test"], rows)]  # fmt: skip
 
 
+def split_sentence(params, split: dict) -> str:
+    """How the splits were made: kept as the data gives them (split.mode: given), or drawn at random."""
+    if split.get("layout") != "given":
+        return (f"Images from {split['data_dir']}, split {params.split.train}/{params.split.val}/{params.split.test}"
+                f" (seed {params.split.seed}), duplicates kept within one split.")  # fmt: skip
+    folders = split["dataset_card"].get("split_folders", {})
+    share = params.split.val / (params.split.train + params.split.val)
+    carved = (
+        "" if "val" in folders else f"; no validation folder: val is {share:.0%} of train/, seed {params.split.seed}"
+    )
+    named = ", ".join(f"{name} = {folder}/" for name, folder in folders.items())
+    return f"Images from {split['data_dir']}, in the data's own splits ({named}{carved}), kept file for file."
+
+
+def card_blocks(split: dict) -> list:
+    """The dataset card (dataset_card.py): how each class's files are stored, the warnings where the classes
+    differ, and identical files found in two given splits."""
+    card = split.get("dataset_card")
+    if not card:
+        return []
+    rows = []
+    for label, group in card["classes"].items():
+        quality, side = group["jpeg_quality"], group["min_side"]
+        rows.append([
+            label, group["files"], ", ".join(f"{name} {n}" for name, n in group["formats"].items()),
+            f"{quality['median']:g} ({quality['min']}-{quality['max']})" if quality else "no JPEG",
+            f"{side['median']:g} ({side['min']}-{side['max']})",
+            f"{group['most_common_size']} ({group['most_common_size_share']:.0%})", group["bytes_per_pixel_median"],
+        ])  # fmt: skip
+    blocks = [
+        Paragraph(
+            "Dataset card: how each class's files are stored, over every split"
+            + (" (data/processed/split_summary.json has it per source too)." if "sources" in card else ".")
+        ),  # fmt: skip
+        Table(
+            [
+                "class",
+                "files",
+                "formats",
+                "JPEG quality, median (range)",
+                "shorter side px, median (range)",
+                "most common size",
+                "bytes per pixel (median)",
+            ],
+            rows,
+        ),  # fmt: skip
+    ]
+    blocks += [Alert(f"The classes differ in how their files are stored: {warning}. A detector can learn this "
+                     "instead of the faces: store both classes alike, or read the scores with that in mind.")
+               for warning in card["warnings"]]  # fmt: skip
+    duplicates = split.get("cross_split_duplicates", {})
+    if duplicates.get("images"):
+        pairs = ", ".join(f"{pair} {n}" for pair, n in duplicates["pairs"].items())
+        blocks.append(Alert(
+            f"{duplicates['images']} image(s) are in more than one of the given splits ({pairs}), for example "
+            f"{' = '.join(duplicates['examples'][0])}. They were kept where the data put them; a test image that "
+            "is also a training image makes the test score look better than it is."
+        ))  # fmt: skip
+    return blocks
+
+
+def per_source_blocks(per_source: dict[str, dict], class_names: list[str]) -> list:
+    """Per-source results (metrics/per_source.json), worst first, when the test split has several sources."""
+    if len(per_source) < 2:
+        return []
+    rows = [
+        [f"{source} (unseen)" if row["unseen"] else source, row["n_images"], row["accuracy"],
+         "-" if row["roc_auc"] is None else row["roc_auc"],
+         *["-" if row[f"{name}_recall"] is None else row[f"{name}_recall"] for name in class_names],
+         row["wild_accuracy"]]
+        for source, row in per_source.items()
+    ]  # fmt: skip
+    return [
+        Heading("Per source"),
+        Paragraph(
+            "Each source's test images (the folder under data.dir, or under the split folder), worst "
+            "first; (unseen): held out whole by split.test_sources, never trained on. Wild accuracy: "
+            "the same six conditions as above, both classes alike."
+        ),  # fmt: skip
+        Table(
+            ["source", "images", "accuracy", "ROC AUC", *[f"{name} recall" for name in class_names], "wild accuracy"],
+            rows,
+        ),  # fmt: skip
+    ]
+
+
 def unseen_source_rows(tested: dict) -> list[list]:
     """Test-metric rows on the held-out sources (split.test_sources), when the test split has some."""
     if "unseen_source_accuracy" not in tested:
@@ -102,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
         mlflow.log_artifact(str(REPORTS / "report.html"), "report")
         mlflow.log_artifact(str(REPORTS / "report.md"), "report")
         mlflow.log_artifacts(str(figures), "report/figures")
+        if "dataset_card" in split:  # what the data is, beside the run that trained on it
+            mlflow.log_dict(split["dataset_card"], "data/dataset_card.json")
+            mlflow.set_tag("dataset_card_warnings", str(len(split["dataset_card"]["warnings"])))
     log.info("wrote %s and %s", REPORTS / "report.md", REPORTS / "report.html")
 
 
@@ -256,8 +345,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
             f"(gate: {describe_gate(promotion_gate(params.evaluate, unseen_sources=bool(params.split.test_sources)))})."
         ),
         Heading("Data"),
-        Paragraph(f"Images from {split['data_dir']}, split {params.split.train}/{params.split.val}/{params.split.test}"
-                  f" (seed {params.split.seed}), duplicates kept within one split."),
+        Paragraph(split_sentence(params, split)),
         Table(
             ["split", *class_names, "total"],
             [[name, *[counts[name].get(c, 0) for c in class_names], sum(counts[name].values())]
@@ -265,6 +353,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
         ),
         Paragraph(f"{counts['total_rejected']} file(s) left out; reasons in data/processed/split_summary.json."),
         *source_blocks(counts),
+        *card_blocks(split),
         *face_paragraph(split),
         Heading("Training"),
         Paragraph(
@@ -287,6 +376,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
         Table(["class", "precision", "recall", "F1", "support"],
               [[c, tested[c]["precision"], tested[c]["recall"], tested[c]["f1"], tested[c]["support"]]
                for c in class_names]),
+        *per_source_blocks(json.loads((METRICS / "per_source.json").read_text()), class_names),
         Figure(figures / "confusion_matrix.png", "Confusion matrix on the test split"),
         Figure(figures / "roc.png", "ROC curve on the test split"),
         Heading("Compared with the seed project"),

@@ -6,7 +6,13 @@ data/processed/faces.csv says how many faces each file gave. With data.faces: wh
 holds only a README and faces.csv has its header only.
 
 When data.dir is a folder of sources, the counts (split_summary.json, metrics/split.json) also say which
-sources were trained on (`trained_sources`) and which split.test_sources held out whole (`test_sources`)."""
+sources were trained on (`trained_sources`) and which split.test_sources held out whole (`test_sources`).
+
+When data.dir holds its own train/, val/ (valid/, validation/) and test/ folders (split.mode: auto or
+given), they are kept file for file (a missing val/ is carved from train/); identical files in two given
+splits are counted and shown (`cross_split_duplicates`), not moved. split_summary.json also carries the
+dataset card (dataset_card.py): formats, JPEG qualities and sizes per class, with a warning where the
+classes differ."""
 
 import csv
 import logging
@@ -15,8 +21,21 @@ import sys
 from dataclasses import asdict, astuple, fields
 from pathlib import Path
 
+from aivsreal.dataset_card import dataset_card
+from aivsreal.layout import given_split_folders, split_mode
 from aivsreal.manifests import write_manifest
-from aivsreal.split import DatasetError, FileFaces, crop_faces, scan_dataset, split_counts, split_manifest
+from aivsreal.split import (
+    SPLITS,
+    DatasetError,
+    FileFaces,
+    crop_faces,
+    cross_split_duplicates,
+    given_split,
+    scan_dataset,
+    scan_given_splits,
+    split_counts,
+    split_manifest,
+)
 from pipeline import stage
 from pipeline.paths import FACE_CROPS, FACES_TABLE, MANIFESTS, METRICS, SPLIT_SUMMARY
 
@@ -27,11 +46,29 @@ WHOLE_MODE_NOTE = "data.faces: whole: whole pictures are judged; with data.faces
 def main(argv: list[str] | None = None) -> None:
     params = stage.start(__doc__, argv)
     fractions = {"train": params.split.train, "val": params.split.val, "test": params.split.test}
+    data_dir, classes, seed, held_out = (
+        Path(params.data.dir),
+        params.data.class_names,
+        params.split.seed,
+        params.split.test_sources,
+    )
+    read = {
+        "max_pixels": params.split.max_pixels,
+        "min_side": params.model.min_side,
+        "class_map": params.data.class_map,
+    }
     try:
-        records, rejected = scan_dataset(
-            Path(params.data.dir), params.data.class_names, params.split.max_pixels, min_side=params.model.min_side
-        )
-        splits = split_manifest(records, fractions, params.split.seed, params.split.test_sources)
+        layout, folders = split_mode(data_dir, params.split.mode), {}
+        if layout == "given":
+            folders = given_split_folders(data_dir)
+            scanned, rejected = scan_given_splits(folders, classes, **read)
+            splits = given_split(scanned, fractions, seed, held_out)
+        else:
+            records, rejected = scan_dataset(data_dir, classes, **read)
+            splits = split_manifest(records, fractions, seed, held_out)
+        duplicates = cross_split_duplicates(splits)
+        card = dataset_card([r for rows in splits.values() for r in rows], classes, layout,
+                            {name: folders[name].name for name in SPLITS if name in folders})  # fmt: skip
         per_file = []
         if params.data.faces == "crop":
             splits, no_face, per_file = crop_faces(splits, FACE_CROPS, params.data.face_margin, params.split.max_pixels)
@@ -49,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, rows in splits.items():
         write_manifest(MANIFESTS[name], rows)
     counts = split_counts(splits, rejected, params.split.test_sources)
-    summary = {"data_dir": params.data.dir, "faces": params.data.faces, "counts": counts,
+    summary = {"data_dir": params.data.dir, "faces": params.data.faces, "layout": layout, "counts": counts,
+               "cross_split_duplicates": duplicates, "dataset_card": card,
                "rejected": [asdict(r) for r in rejected]}  # fmt: skip
     if per_file:
         summary["faces_found"] = {  # crop mode: files by the number of faces found in them
@@ -57,8 +95,15 @@ def main(argv: list[str] | None = None) -> None:
         }
     stage.write_json(SPLIT_SUMMARY, summary)
     stage.write_json(METRICS / "split.json", counts)
+    if layout == "given":
+        log.info("kept the data's own splits: %s", ", ".join(f"{k} = {v}/" for k, v in card["split_folders"].items()))
     for name in MANIFESTS:
         log.info("%-5s %s", name, counts[name])
+    if duplicates["images"]:
+        log.warning("%d image(s) appear in more than one split (%s), e.g. %s: a test score counts them twice",
+                    duplicates["images"], duplicates["pairs"], duplicates["examples"][0])  # fmt: skip
+    for warning in card["warnings"]:
+        log.warning("dataset card: %s: a detector can learn this instead of the faces", warning)
     if "trained_sources" in counts:
         log.info("trained on sources %s", ", ".join(counts["trained_sources"]))
         if counts["test_sources"]:

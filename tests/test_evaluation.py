@@ -121,7 +121,7 @@ def test_promotion_gate_needs_every_minimum_wild_accuracy_included():
     assert words.endswith("wild accuracy >= 0.8") and f"ROC AUC >= {settings.min_roc_auc:g}" in words
 
 
-def test_unseen_source_scores_match_a_recount_and_the_held_out_images_scored_alone(
+def test_unseen_and_per_source_scores_match_a_recount_and_the_held_out_images_scored_alone(
     tmp_path, tiny_model_dir, monkeypatch
 ):
     from sklearn.metrics import roc_auc_score
@@ -141,7 +141,8 @@ def test_unseen_source_scores_match_a_recount_and_the_held_out_images_scored_alo
                                    blur_sigmas=[0.0], downscales=[1.0])  # fmt: skip
     predictor = Predictor.from_dir(tiny_model_dir)
 
-    metrics = evaluate(predictor, rows, rows, settings, unseen_sources=["sd21"]).metrics
+    result = evaluate(predictor, rows, rows, settings, unseen_sources=["sd21"])
+    metrics, per_source = result.metrics, result.per_source
 
     predictions = evaluate(predictor, rows, rows, settings).predictions
     for source, key in (("sd21", "unseen_source_accuracy"), ("dev", "seen_source_accuracy")):
@@ -150,10 +151,28 @@ def test_unseen_source_scores_match_a_recount_and_the_held_out_images_scored_alo
     held_out = [p for p in predictions if p["source"] == "sd21"]
     recount = roc_auc_score([p["actual"] == "ai" for p in held_out], [p["p_ai"] for p in held_out])
     assert metrics["unseen_source_roc_auc"] == pytest.approx(recount) and metrics["unseen_source_images"] == 8
-    alone = evaluate(predictor, rows[:8], rows, settings).metrics  # the held-out images as the whole test split
+    alone_result = evaluate(predictor, rows[:8], rows, settings)  # the held-out images as the whole test split
+    alone, alone_rows = alone_result.metrics, alone_result.robustness
     assert metrics["unseen_source_wild_accuracy"] == pytest.approx(alone["wild_accuracy"])
     assert metrics["unseen_source_accuracy"] == pytest.approx(alone["accuracy"])
     assert not any(key in alone for key in UNSEEN_HEADLINE)  # no held-out sources, no unseen-source scores
+    # metrics/per_source.json: every source's numbers match a recount from the predictions, worst first
+    assert list(per_source) == sorted(per_source, key=lambda source: per_source[source]["accuracy"])
+    for source, row in per_source.items():
+        mine = [p for p in predictions if p["source"] == source]
+        assert row["n_images"] == len(mine) == 8 and row["unseen"] == (source == "sd21")
+        assert row["accuracy"] == pytest.approx(np.mean([p["actual"] == p["predicted"] for p in mine]))
+        assert row["roc_auc"] == pytest.approx(
+            roc_auc_score([p["actual"] == "ai" for p in mine], [p["p_ai"] for p in mine])
+        )
+        for label in ("ai", "real"):
+            recall = np.mean([p["predicted"] == label for p in mine if p["actual"] == label])
+            assert row[f"{label}_recall"] == pytest.approx(recall)
+        assert set(row["wild"]) == {"jpeg_95", "jpeg_85", "jpeg_75", "webp_80", "shrink_0.5", "social_1"}
+    assert per_source["sd21"]["wild_accuracy"] == pytest.approx(alone["wild_accuracy"])
+    assert per_source["sd21"]["wild"]["jpeg_85"] == pytest.approx(
+        next(r["accuracy"] for r in alone_rows if (r["kind"], r["level"]) == ("jpeg", 85))
+    )
     files = metric_files(metrics | {"promoted": True}, [])  # the headline `dvc metrics show` lists
     assert set(files["evaluate.json"]) == {*HEADLINE, *UNSEEN_HEADLINE}
     assert (

@@ -11,7 +11,7 @@ from aivsreal.calibration import clip_confidence, expected_calibration_error, pr
 from aivsreal.metrics import classification_metrics, confusion, operating_points, roc_points
 from aivsreal.params import EvaluateParams
 from aivsreal.predictor import Predictor
-from aivsreal.robustness import run_sweep, subset_rows, sweep_levels, wild_summary
+from aivsreal.robustness import WILD_CONDITIONS, run_sweep, subset_rows, sweep_levels, wild_summary
 from aivsreal.shortcut import metadata_classifier_scores
 
 
@@ -25,6 +25,7 @@ class Evaluation:
     reliability_sweep: dict[str, np.ndarray]  # every robustness sweep level pooled, as served
     robustness: list[dict]
     predictions: list[dict] = field(default_factory=list)
+    per_source: dict[str, dict] = field(default_factory=dict)  # metrics/per_source.json: worst source first
 
 
 def evaluate(
@@ -82,6 +83,10 @@ def evaluate(
         on_unseen = subset_rows(robustness, swept, is_positive, config.threshold, unseen)
         metrics |= source_metrics(truth, predicted, p_positive, class_names, unseen, on_unseen)
         metrics["unseen_sources"] = sorted(set(unseen_sources))
+    per_source = per_source_metrics(
+        sources, truth, predicted, p_positive, class_names, subsets=lambda keep: subset_rows(
+            robustness, swept, is_positive, config.threshold, keep), unseen_sources=unseen_sources,
+    )  # fmt: skip
     pooled_p, pooled_truth = np.concatenate(swept), np.tile(is_positive, len(swept))
     metrics["ece_sweep_pooled"] = expected_calibration_error(pooled_p, pooled_truth)
 
@@ -102,6 +107,7 @@ def evaluate(
         reliability_sweep=reliability(pooled_p, pooled_truth),
         robustness=robustness,
         predictions=predictions,
+        per_source=per_source,
     )
 
 
@@ -132,6 +138,43 @@ def source_metrics(
     if not unseen.all():
         metrics["seen_source_accuracy"] = scores(~unseen)["accuracy"]
     return metrics
+
+
+FLAT_SOURCE = "(all)"  # the name per_source.json gives the images of a flat class-per-folder tree (source "")
+
+
+def per_source_metrics(
+    sources: list[str],
+    truth: list[str],
+    predicted: list[str],
+    p_positive: np.ndarray,
+    class_names: list[str],
+    subsets,
+    unseen_sources: Collection[str] = (),
+) -> dict[str, dict]:
+    """Per source (the folder under data.dir, or under the split folder), as the field reports per generator:
+    images, accuracy, ROC AUC (None with one class), each class's recall, and accuracy per wild condition
+    (`subsets(keep)`: the robustness sweep rows rescored on those images) with their mean; `unseen` marks
+    the sources split.test_sources held out. Ordered worst first (lowest accuracy, then wild accuracy)."""
+    table = {}
+    for source in sorted(set(sources)):
+        keep = np.array([s == source for s in sources], dtype=bool)
+        picked = np.flatnonzero(keep)
+        scores = classification_metrics(
+            [truth[i] for i in picked], [predicted[i] for i in picked], p_positive[picked], class_names
+        )
+        wild = {f"{row['kind']}_{row['level']:g}": row["accuracy"] for row in subsets(keep)
+                if (row["kind"], row["level"]) in WILD_CONDITIONS}  # fmt: skip
+        table[source or FLAT_SOURCE] = {
+            "unseen": source in unseen_sources,
+            "n_images": int(keep.sum()),
+            "accuracy": scores["accuracy"],
+            "roc_auc": None if np.isnan(scores["roc_auc"]) else scores["roc_auc"],
+            **{f"{name}_recall": scores[name]["recall"] if scores[name]["support"] else None for name in class_names},
+            "wild_accuracy": float(np.mean(list(wild.values()))),
+            "wild": wild,
+        }
+    return dict(sorted(table.items(), key=lambda item: (item[1]["accuracy"], item[1]["wild_accuracy"], item[0])))
 
 
 def confident_mistakes(predictions: list[dict], class_names: list[str], limit: int) -> dict[str, list[dict]]:

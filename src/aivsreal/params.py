@@ -34,6 +34,7 @@ Device = Literal["auto", "cpu", "cuda"]
 FaceMode = Literal["whole", "crop"]  # data.faces: judge the whole picture, or each face found in it (faces.py)
 ForensicMix = Literal["alone", "mean"]  # model.forensic_mix: the forensic expert alone on originals, or both averaged
 FaceSummary = Literal["any", "all"]  # data.face_summary: the picture is AI if any face / every face is
+SplitMode = Literal["auto", "random", "given"]  # split.mode: the data's own train/val/test folders, or a random split
 THRESHOLD_RULES = ("youden", "max_accuracy")  # calibration.threshold_rule: one of these,
 VALUED_THRESHOLD_RULES = ("fpr", "fixed")  # or one of these with ":X", X in [0, 1] (fpr:0.05, fixed:0.5)
 
@@ -42,6 +43,7 @@ VALUED_THRESHOLD_RULES = ("fpr", "fixed")  # or one of these with ":X", X in [0,
 class DataParams:
     dir: str
     class_names: list[str]
+    class_map: dict[str, str]  # folder name -> class name ({fake: ai, real: real}); {} = folders named as the classes
     faces: FaceMode
     face_margin: float  # crop mode: margin added on every side of a face box, as a share of its side
     face_summary: FaceSummary
@@ -58,6 +60,7 @@ class SampleParams:
 
 @dataclasses.dataclass(frozen=True)
 class SplitParams:
+    mode: SplitMode  # given: keep data.dir's train/val/test folders; random: split by fractions; auto: given if any
     train: float
     val: float
     test: float
@@ -182,6 +185,20 @@ class Params:
             raise ParamsError(f"split.train/val/test must be positive and sum to 1, got {fractions}")
         if len(set(self.data.class_names)) != len(self.data.class_names) or len(self.data.class_names) < 2:
             raise ParamsError(f"data.class_names needs two or more distinct names, got {self.data.class_names}")
+        unknown_classes = sorted(set(self.data.class_map.values()) - set(self.data.class_names))
+        if unknown_classes:
+            raise ParamsError(
+                f"data.class_map maps folders to {', '.join(map(repr, unknown_classes))}, not in data.class_names "
+                f"{self.data.class_names}: map every folder to one of those"
+            )
+        unmapped = [
+            name for name in self.data.class_names if self.data.class_map and name not in self.data.class_map.values()
+        ]
+        if unmapped:
+            raise ParamsError(
+                f"data.class_map maps no folder to {', '.join(map(repr, unmapped))}: add the folder name(s) of that "
+                f"class, e.g. {{fake: {self.data.class_names[0]}, real: {self.data.class_names[-1]}}}"
+            )
         if not 0 < self.train.train_fraction <= 1:
             raise ParamsError(f"train.train_fraction must be in (0, 1], got {self.train.train_fraction}")
         if self.train.resize and self.train.resize < self.train.image_size:
@@ -307,6 +324,15 @@ def _build(cls: type, raw: object, where: str):
 
 def _check(hint: object, value: object, key: str) -> object:
     origin = typing.get_origin(hint)
+    if origin is dict:
+        key_type, value_type = typing.get_args(hint)
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key} must be a mapping, got {value!r}")
+        # YAML reads a folder named 0 or 1 as a number: a folder name is text either way
+        named = {str(k) if key_type is str and type(k) is int else k: v for k, v in value.items()}
+        return {
+            _check(key_type, k, f"{key} key {k!r}"): _check(value_type, v, f"{key}[{k!r}]") for k, v in named.items()
+        }
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, list):

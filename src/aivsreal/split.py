@@ -32,6 +32,7 @@ What happens to the debatable cases, and why:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import random
 from collections import Counter, defaultdict
@@ -42,6 +43,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from aivsreal.images import BadImageError, decode_image, list_image_files, read_image_file
+from aivsreal.layout import DatasetError, class_folders
 from aivsreal.manifests import ImageRecord
 
 SPLITS = ("train", "val", "test")
@@ -52,10 +54,6 @@ NOT_UTF8 = (
 )
 
 
-class DatasetError(ValueError):
-    """The data folder cannot be split: missing or empty class folder, too few images."""
-
-
 @dataclass(frozen=True)
 class Rejected:
     path: str
@@ -64,16 +62,54 @@ class Rejected:
 
 
 def scan_dataset(
-    data_dir: Path, class_names: list[str], max_pixels: int, root: Path | None = None, min_side: int = 1
+    data_dir: Path,
+    class_names: list[str],
+    max_pixels: int,
+    root: Path | None = None,
+    min_side: int = 1,
+    class_map: dict[str, str] | None = None,
 ) -> tuple[list[ImageRecord], list[Rejected]]:
-    """Read every file under data_dir/<class>/, keeping those that decode as images with a smaller
+    """Read every file under data_dir's class folders, keeping those that decode as images with a smaller
     side of at least `min_side` pixels (the model refuses smaller inputs: model.min_side).
 
     A folder of sources, each with its own class folders (data_dir/<source>/<class>/, like
     facebench's dev/ and extra/), is read as the union of its sources; each record keeps its
-    source's folder name (source "" in a flat data_dir/<class>/ tree).
+    source's folder name (source "" in a flat data_dir/<class>/ tree). Class folders are named as
+    class_names, or as `class_map` (data.class_map) maps them; records carry the class name.
     """
-    data_dir = Path(data_dir)
+    records, rejected = _scan_classes(Path(data_dir), class_names, max_pixels, root, min_side, class_map or {})
+    records, rejected = _drop_cross_class_duplicates(records, rejected)
+    _check_every_class_kept(records, rejected, class_names, data_dir)
+    return records, rejected
+
+
+def scan_given_splits(
+    folders: dict[str, Path],
+    class_names: list[str],
+    max_pixels: int,
+    root: Path | None = None,
+    min_side: int = 1,
+    class_map: dict[str, str] | None = None,
+) -> tuple[dict[str, list[ImageRecord]], list[Rejected]]:
+    """The data's own splits (layout.given_split_folders), each read as scan_dataset reads a data folder:
+    records per split, as given. The same bytes under two classes, in any splits, are left out."""
+    scanned, rejected = {}, []
+    for name, folder in folders.items():
+        scanned[name], left_out = _scan_classes(folder, class_names, max_pixels, root, min_side, class_map or {})
+        rejected += left_out
+    every = [record for records in scanned.values() for record in records]
+    conflicting = _conflicting_hashes(every)
+    rejected += _conflict_rejections(every, conflicting)
+    scanned = {name: [r for r in records if r.sha256 not in conflicting] for name, records in scanned.items()}
+    for name, records in scanned.items():
+        _check_every_class_kept(records, rejected, class_names, folders[name])
+    return scanned, rejected
+
+
+def _scan_classes(
+    data_dir: Path, class_names: list[str], max_pixels: int, root: Path | None, min_side: int,
+    class_map: dict[str, str],
+) -> tuple[list[ImageRecord], list[Rejected]]:  # fmt: skip
     if not data_dir.is_dir():
         raise DatasetError(
             f"data folder {data_dir} does not exist: put one sub-folder per class "
@@ -81,8 +117,7 @@ def scan_dataset(
         )
     records: list[ImageRecord] = []
     rejected: list[Rejected] = []
-    for label in class_names:
-        folders = class_folders(data_dir, label)
+    for label, folders in class_folders(data_dir, class_names, class_map).items():
         candidates, skipped = [], []
         for folder in folders:
             found, passed_over = list_image_files(folder)
@@ -104,46 +139,45 @@ def scan_dataset(
                 rejected.append(Rejected(shown, label, str(error)))
                 continue
             records.append(ImageRecord(shown, label, hashlib.sha256(content).hexdigest(), source))
-    records, rejected = _drop_cross_class_duplicates(records, rejected)
-    for label in class_names:  # after dropping cross-class duplicates, which can empty a class
+    return records, rejected
+
+
+def _check_every_class_kept(
+    records: list[ImageRecord], rejected: list[Rejected], class_names: list[str], data_dir: Path
+) -> None:
+    """After dropping cross-class duplicates, which can empty a class: every class has an image."""
+    for label in class_names:
         if not any(r.label == label for r in records):
             raise DatasetError(
-                f"class folder {data_dir / label} has no usable images "
+                f"class folder {Path(data_dir) / label} has no usable images "
                 f"({sum(r.label == label for r in rejected)} files left out, reasons below): "
                 "add images or fix data.dir in params.yaml"
                 + "".join(f"\n  {r.path}: {r.reason}" for r in rejected if r.label == label)[:2000]
             )
-    return records, rejected
 
 
-def class_folders(data_dir: Path, label: str) -> list[Path]:
-    """data_dir/<label>, or else every data_dir/<source>/<label>; a clear error when neither exists."""
-    if (data_dir / label).is_dir():
-        return [data_dir / label]
-    sources = sorted(p for p in data_dir.glob(f"*/{label}") if p.is_dir())
-    if not sources:
-        raise DatasetError(
-            f"class folder {data_dir / label} is missing (and no {data_dir}/<source>/{label} either): "
-            f"create it and put {label!r} images there"
-        )
-    return sources
+def _conflicting_hashes(records: list[ImageRecord]) -> set[str]:
+    labels_by_hash: dict[str, set[str]] = defaultdict(set)
+    for record in records:
+        labels_by_hash[record.sha256].add(record.label)
+    return {h for h, labels in labels_by_hash.items() if len(labels) > 1}
+
+
+def _conflict_rejections(records: list[ImageRecord], conflicting: set[str]) -> list[Rejected]:
+    return [
+        Rejected(r.path, r.label, "same content appears under another class")
+        for r in records
+        if r.sha256 in conflicting
+    ]
 
 
 def _drop_cross_class_duplicates(
     records: list[ImageRecord], rejected: list[Rejected]
 ) -> tuple[list[ImageRecord], list[Rejected]]:
     """The same bytes filed under two classes have no true label: leave them all out."""
-    labels_by_hash: dict[str, set[str]] = defaultdict(set)
-    for record in records:
-        labels_by_hash[record.sha256].add(record.label)
-    conflicting = {h for h, labels in labels_by_hash.items() if len(labels) > 1}
+    conflicting = _conflicting_hashes(records)
     kept = [r for r in records if r.sha256 not in conflicting]
-    rejected = rejected + [
-        Rejected(r.path, r.label, "same content appears under another class")
-        for r in records
-        if r.sha256 in conflicting
-    ]
-    return kept, rejected
+    return kept, rejected + _conflict_rejections(records, conflicting)
 
 
 def split_manifest(
@@ -155,26 +189,78 @@ def split_manifest(
     other sources (no leak into training); the rest is split by `fractions` as if they were all there is."""
     check_test_sources(records, test_sources)
     held_out = {r.sha256 for r in records if r.source in test_sources}
+    splits = _stratified(
+        [r for r in records if r.sha256 not in held_out],
+        fractions,
+        seed,
+        {r.label for r in records},
+        bool(test_sources),
+    )
+    whole = sorted((r for r in records if r.sha256 in held_out), key=lambda r: (r.label, r.sha256, r.path))
+    splits["test"] = whole + splits["test"]
+    return splits
+
+
+def given_split(
+    scanned: dict[str, list[ImageRecord]], fractions: dict[str, float], seed: int, test_sources: Collection[str] = ()
+) -> dict[str, list[ImageRecord]]:
+    """The data's own splits kept file for file. A missing val split is carved from train by the
+    train : val fractions, stratified by content hash with the usual seed. Sources in `test_sources`
+    (and every copy of their bytes) go whole to test, from whichever split held them."""
+    every = [record for records in scanned.values() for record in records]
+    check_test_sources(every, test_sources)
+    held_out = {r.sha256 for r in every if r.source in test_sources}
+    splits = {name: [r for r in scanned.get(name, []) if r.sha256 not in held_out] for name in SPLITS}
+    if "val" not in scanned:
+        carve = {"train": fractions["train"], "val": fractions["val"]}
+        labels = {r.label for r in every}
+        carved = _stratified(
+            splits["train"], {k: v / sum(carve.values()) for k, v in carve.items()}, seed, labels, False
+        )
+        splits["train"], splits["val"] = carved["train"], carved["val"]
+    splits["test"] = [r for r in every if r.sha256 in held_out] + splits["test"]
+    return splits
+
+
+def cross_split_duplicates(splits: dict[str, list[ImageRecord]], examples: int = 5) -> dict:
+    """Identical files in two or more splits (only given splits can have them: a random split keeps
+    copies together): how many, per pair of splits, and a few examples (their paths, one per split)."""
+    first_path: dict[str, dict[str, str]] = defaultdict(dict)
+    for name in SPLITS:
+        for record in splits[name]:
+            first_path[record.sha256].setdefault(name, record.path)
+    shared = [found for found in first_path.values() if len(found) > 1]
+    pairs = Counter(f"{a}/{b}" for found in shared for a, b in itertools.combinations(found, 2))
+    return {
+        "images": len(shared),
+        "pairs": dict(pairs),
+        "examples": [list(found.values()) for found in shared[:examples]],
+    }
+
+
+def _stratified(
+    records: list[ImageRecord], fractions: dict[str, float], seed: int, labels: set[str], held_out: bool
+) -> dict[str, list[ImageRecord]]:
+    """Each class's distinct contents shuffled with the seed and cut by `fractions`; a class of `labels`
+    with too few images for every split (none, when only held-out sources have it) is an error."""
+    names = tuple(name for name in SPLITS if name in fractions)
     splits: dict[str, list[ImageRecord]] = {name: [] for name in SPLITS}
     by_label: dict[str, dict[str, list[ImageRecord]]] = defaultdict(lambda: defaultdict(list))
     for record in sorted(records, key=lambda r: (r.label, r.sha256, r.path)):
-        if record.sha256 in held_out:
-            splits["test"].append(record)
-        else:
-            by_label[record.label][record.sha256].append(record)
-    for label in sorted({r.label for r in records}):  # a class only held-out sources have fails below
+        by_label[record.label][record.sha256].append(record)
+    for label in sorted(labels):
         groups = sorted(by_label[label])  # hashes, sorted so the order does not depend on disk order
         random.Random(f"{seed}-{label}").shuffle(groups)
         counts = _split_counts(len(groups), fractions)
         if min(counts.values()) == 0:
-            needed = next(n for n in range(len(SPLITS), 10_000) if min(_split_counts(n, fractions).values()) > 0)
+            needed = next(n for n in range(len(names), 10_000) if min(_split_counts(n, fractions).values()) > 0)
             raise DatasetError(
                 f"class {label!r} has {len(groups)} distinct usable images"
-                f"{' outside split.test_sources' if test_sources else ''}; the split needs at least "
-                f"{needed} so that every split ({', '.join(SPLITS)}) gets one: add images"
+                f"{' outside split.test_sources' if held_out else ''}; the split needs at least "
+                f"{needed} so that every split ({', '.join(names)}) gets one: add images"
             )
         start = 0
-        for name in SPLITS:
+        for name in names:
             for sha in groups[start : start + counts[name]]:
                 splits[name].extend(by_label[label][sha])
             start += counts[name]
@@ -205,10 +291,11 @@ def check_test_sources(records: list[ImageRecord], test_sources: Collection[str]
 
 
 def _split_counts(n: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Largest-remainder rounding so the counts add up to n exactly."""
-    exact = {name: n * fractions[name] for name in SPLITS}
+    """Largest-remainder rounding so the counts add up to n exactly (ties: the earlier split first)."""
+    names = list(fractions)
+    exact = {name: n * fractions[name] for name in names}
     counts = {name: int(value) for name, value in exact.items()}
-    by_remainder = sorted(SPLITS, key=lambda name: (-(exact[name] - counts[name]), SPLITS.index(name)))
+    by_remainder = sorted(names, key=lambda name: (-(exact[name] - counts[name]), names.index(name)))
     for name in by_remainder[: n - sum(counts.values())]:
         counts[name] += 1
     return counts
