@@ -224,6 +224,8 @@ def test_lossless_preset_keeps_the_noise_residual_recipe():
 def test_dvc_flags_quote_what_the_shell_would_split():
     flags = dvc_set_flags({"data.dir": "my faces/x", "train.hflip": False})
     assert flags == "-S 'data.dir=my faces/x' -S train.hflip=false"
+    mapped = dvc_set_flags({"data.class_map": {"fake": "ai", "real": "real"}})  # a mapping replaces, keys and all
+    assert mapped == """-S '++data.class_map={"fake": "ai", "real": "real"}'"""
 
 
 def test_a_preset_without_dotted_keys_is_rejected(tmp_path):

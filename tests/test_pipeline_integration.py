@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import free_port, png_bytes, running_server
+from conftest import PROJECT, free_port, png_bytes, running_server
 from helpers_faces import assert_one_box_per_face, group_and_wall
 from helpers_project import STAGES, run, set_params, stages_run, tiny_project, training_run
 from mlflow import MlflowClient
@@ -110,23 +110,49 @@ def test_repro_runs_every_stage_and_writes_outputs(project):
 
 def test_a_fresh_clone_reproduces_the_committed_results_to_the_byte(project, tmp_path):
     """Per-run bookkeeping (run ids, versions, timings) lives in MLflow: after the results are committed,
-    `dvc repro` in a fresh clone rebuilds every stage and leaves git status clean, dvc.lock identical."""
+    `dvc repro` in a fresh clone, in another folder and with its venv at another path, rebuilds every
+    stage and leaves git status clean, dvc.lock and the model's files byte-identical."""
     repo, env = project["repo"], project["env"]
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "pipeline results"], repo, env)
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
-    clone_env = env | {"PYTHONPATH": str(clone / "src")}
+    other_venv = tmp_path / "another-venv"  # the stages' `python` sees its packages under this path
+    other_venv.symlink_to(Path(sys.prefix).resolve(), target_is_directory=True)
+    clone_env = env | {"PYTHONPATH": str(clone / "src"), "PATH": f"{other_venv / 'bin'}:{env['PATH']}"}
+    assert str(other_venv) in run(["python", "-c", "import torchvision; print(torchvision.__file__)"], clone, clone_env)
 
     output = run(["dvc", "repro"], clone, clone_env)
 
     assert stages_run(output) == list(STAGES)  # no cache in a fresh clone: every stage really ran
     assert run(["git", "status", "--porcelain"], clone, clone_env) == ""
     assert (clone / "dvc.lock").read_bytes() == (repo / "dvc.lock").read_bytes()
+    for ours in (repo / "models/model").iterdir():
+        assert (clone / "models/model" / ours.name).read_bytes() == ours.read_bytes(), ours.name
     ours, theirs = training_run(repo, project["uri"]), training_run(clone, f"sqlite:///{clone / 'mlflow.db'}")
     assert ours["run_id"] != theirs["run_id"]  # a new run in the clone's own store, found by the same weights
     tag = MlflowClient(f"sqlite:///{clone / 'mlflow.db'}").get_run(theirs["run_id"]).data.tags["git_commit"]
     assert tag == run(["git", "rev-parse", "HEAD"], clone, clone_env).strip()  # not -dirty
+
+
+def test_no_saved_or_logged_model_file_holds_an_absolute_path_of_the_machine(project):
+    """The model's files (models/model, the train stage's outputs) and every artifact logged to MLflow are
+    free of the project's, the venv's and the home folder's absolute paths (the ONNX exporter writes stack
+    traces: engines.strip_metadata). Only MLmodel's `artifact_path`, the artifact's own address in the
+    store MLflow writes it to, names the store's folder."""
+    repo = project["repo"]
+    machine_paths = {str(repo), str(PROJECT), str(Path(sys.prefix)), str(Path(sys.prefix).resolve()), f"{Path.home()}/"}
+    files = [*(repo / "models").rglob("*"), repo / "metrics/train.json", repo / "plots/train_history.csv",
+             *(repo / "mlartifacts").rglob("*")]  # fmt: skip
+    scanned = 0
+    for path in filter(Path.is_file, files):
+        content = path.read_bytes()
+        if path.name == "MLmodel":
+            content = b"\n".join(line for line in content.splitlines() if not line.startswith(b"artifact_path: "))
+        found = [p for p in machine_paths if p.encode() in content]
+        assert not found, f"{path.relative_to(repo)} holds {found}"
+        scanned += 1
+    assert scanned > 20 and any(p.suffix == ".onnx" for p in (repo / "mlartifacts").rglob("*.onnx"))
 
 
 def test_mlflow_run_has_params_epochs_model_and_champion(project):

@@ -42,7 +42,40 @@ def export_onnx(model: torch.nn.Module, crop: int, folder: Path) -> Path:
         model, (example,), str(path), input_names=["pixels"], output_names=["logits"],
         dynamic_shapes=({0: batch},), opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
     )  # fmt: skip
+    strip_metadata(path)
     return path
+
+
+def strip_metadata(path: Path) -> None:
+    """Drop every doc string and metadata entry of the ONNX file at `path`, in place. The exporter writes
+    each node's Python stack trace (absolute paths of this machine's venv and clone: user name, home
+    folder), FX node text and rewrite-rule names: without them the bytes depend only on weights and code,
+    so a clone in another folder reproduces the same `models/model` and `dvc.lock`."""
+    import onnx
+
+    def clean(item) -> None:
+        item.doc_string = ""
+        if hasattr(item, "metadata_props"):
+            del item.metadata_props[:]
+
+    def clean_graph(graph) -> None:
+        clean(graph)
+        for value in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+            clean(value)
+        for node in graph.node:
+            clean(node)
+            for attribute in node.attribute:  # subgraphs of If / Loop / Scan nodes
+                for subgraph in [attribute.g, *attribute.graphs] if attribute.HasField("g") else attribute.graphs:
+                    clean_graph(subgraph)
+
+    model = onnx.load(str(path))
+    clean(model)
+    clean_graph(model.graph)
+    for function in model.functions:
+        clean(function)
+        for node in function.node:
+            clean(node)
+    onnx.save(model, str(path))
 
 
 def quantize_int8(
@@ -81,6 +114,7 @@ def quantize_int8(
             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             nodes_to_exclude=input_filter_nodes(prepared, input_filter),
         )  # fmt: skip
+    strip_metadata(path)
     return path
 
 

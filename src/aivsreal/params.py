@@ -391,11 +391,14 @@ def load_overrides(path: str | Path) -> dict[str, object]:
 
 
 def dvc_set_flags(overrides: dict[str, object]) -> str:
-    """`-S key=value` flags for `dvc exp run` (DVC parses each value as YAML; JSON is YAML)."""
+    """`-S key=value` flags for `dvc exp run` (DVC parses each value as YAML; JSON is YAML). A mapping
+    (data.class_map) needs Hydra's `++key=` to replace it: with `key=`, DVC refuses keys the committed
+    mapping lacks ("Key 'fake' is not in struct", measured with DVC 3)."""
     flags = []
     for key, value in overrides.items():
         text = value if isinstance(value, str) else json.dumps(value)
-        flags.append(f"-S {shlex.quote(f'{key}={text}')}")
+        prefix = "++" if isinstance(value, dict) else ""
+        flags.append(f"-S {shlex.quote(f'{prefix}{key}={text}')}")
     return " ".join(flags)
 
 

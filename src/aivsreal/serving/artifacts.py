@@ -3,6 +3,8 @@ and loaded as a Predictor."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 
 from aivsreal.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
@@ -16,16 +18,18 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
     """Log the saved model folder as a models-from-code pyfunc and register a new version."""
     import mlflow  # here and in download_model only: a local folder model loads without MLflow (CLI start-up)
 
-    return mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(ENTRY_FILE),
-        artifacts=model_files(model_dir),
-        code_paths=[str(PACKAGE)],
-        signature=signature,
-        input_example=input_example,
-        registered_model_name=registered_model,
-        pip_requirements=pip_requirements(ModelConfig.read(model_dir).arch),
-    )
+    with tempfile.TemporaryDirectory() as neutral:  # MLmodel records the entry file's absolute path
+        entry = shutil.copy(ENTRY_FILE, neutral)  # (model_code_path): a temporary folder's, not the clone's
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=entry,
+            artifacts=model_files(model_dir),
+            code_paths=[str(PACKAGE)],
+            signature=signature,
+            input_example=input_example,
+            registered_model_name=registered_model,
+            pip_requirements=pip_requirements(ModelConfig.read(model_dir).arch),
+        )
 
 
 def model_files(model_dir: Path) -> dict[str, str]:
