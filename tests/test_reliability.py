@@ -1,8 +1,8 @@
 """Faults injected into the real pipeline: a tracking server that is down, training killed mid-run.
 
-Interrupted training restarts from scratch (the choice documented in pipeline/train.py and the
-README): the killed run is marked KILLED, nothing half-done is registered or promoted, and the
-next `dvc repro` trains, registers and promotes exactly one new model.
+Interrupted training restarts from scratch (the choice documented in pipeline/train.py and
+docs/reliability.md): the killed run is marked KILLED, nothing half-done is registered or promoted,
+and the next `dvc repro` trains, registers and promotes exactly one new model.
 """
 
 from __future__ import annotations

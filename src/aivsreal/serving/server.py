@@ -1,4 +1,4 @@
-"""MLflow's own scoring app for the model, behind a guard for hostile requests (what it guards: README.md).
+"""MLflow's own scoring app for the model, behind a guard for hostile requests (what it guards: docs/serving.md).
 
 python -m aivsreal.serving.server                     # the champion (params.yaml's model) on 127.0.0.1:5001
 python -m aivsreal.serving.server -m models:/ai-vs-real/3 -p 8080 --max-body-mb 16
