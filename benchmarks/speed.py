@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from aivsreal.engines import ENGINE_ENV, export_onnx
 from aivsreal.fit_calibration import quantize
+from aivsreal.hardware import StepSettings
 from aivsreal.model import ModelConfig, build_model, save_model, set_trainable
 from aivsreal.params import Params, load_overrides
 from aivsreal.predictor import Predictor
@@ -52,8 +53,7 @@ def training_throughput(rows, params: Params, batches: int) -> tuple[float, floa
 
     transform = build_transforms(p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop)
     dataset = ManifestDataset(rows, params.data.class_names, transform, params.split.max_pixels)
-    loader = DataLoader(dataset, batch_size=p.batch_size, shuffle=True, num_workers=p.num_workers,
-                        persistent_workers=p.num_workers > 0, drop_last=True)  # fmt: skip
+    loader = DataLoader(dataset, batch_size=p.batch_size, shuffle=True, drop_last=True, **cpu_loader(p))
     seen, started, done = 0, None, 0
     while done < batches + 1:
         for inputs, targets in loader:
@@ -102,6 +102,11 @@ def inference_throughput(paths, params: Params, repeats: int) -> dict[str, tuple
     return results
 
 
+def cpu_loader(p) -> dict:
+    """train.num_workers (a number, or auto) as the CPU training resolves it (hardware.py)."""
+    return StepSettings.resolve("fp32", p.num_workers, torch.device("cpu")).loader_options()
+
+
 def frozen_backbone(rows, params: Params) -> tuple[float, float]:
     """(seconds of one full forward pass over the training rows, seconds per head-only epoch after it)."""
     p = dataclasses.replace(params.train, finetune="head", epochs=3, patience=99)
@@ -110,7 +115,7 @@ def frozen_backbone(rows, params: Params) -> tuple[float, float]:
     model = model_of(params)
     transform = ModelConfig.from_params(params).eval_transform()
     loader = DataLoader(ManifestDataset(train_rows, params.data.class_names, transform, params.split.max_pixels),
-                        batch_size=p.batch_size, num_workers=p.num_workers)  # fmt: skip
+                        batch_size=p.batch_size, **cpu_loader(p))  # fmt: skip
     started = time.perf_counter()
     backbone_features(model, loader)
     forward_pass = time.perf_counter() - started
@@ -140,7 +145,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads | {time.strftime('%Y-%m-%d')}")  # fmt: skip
     print(f"# data {args.data} ({len(rows)} images), image_size {p.image_size}, resize {p.resize}, "
           f"inference crop {ModelConfig.from_params(params).eval_crop}, input_filter {params.model.input_filter}, "
-          f"batch {p.batch_size}, finetune {p.finetune}, num_workers {p.num_workers}")  # fmt: skip
+          f"batch {p.batch_size}, finetune {p.finetune}, num_workers {cpu_loader(p)['num_workers']}")  # fmt: skip
     train_pipeline, train_raw = training_throughput(rows, params, args.batches)
     inference = inference_throughput([r["path"] for r in rows], params, 5)
     print("| measurement | pipeline img/s | raw img/s | ratio | target |")

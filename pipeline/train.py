@@ -20,6 +20,7 @@ from aivsreal import distributed, tracking
 from aivsreal.engines import OnnxNetwork, export_onnx
 from aivsreal.experts import FORENSIC_FOLDER, FORENSIC_RECIPE
 from aivsreal.fit_calibration import calibrate, int8_accuracy_change, quantize, validation_copies
+from aivsreal.hardware import HardwareError, StepSettings
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
@@ -62,6 +63,10 @@ def _main(params, argv: list[str] | None) -> None:
         sys.exit(distributed.relaunch("pipeline.train", params.train.nproc, sys.argv[1:] if argv is None else argv))
     context = distributed.setup(params.train.device)
     try:
+        try:  # a setting this device cannot honour (fp16 on a CPU) stops here, before an MLflow run starts
+            StepSettings.resolve(params.train.precision, params.train.num_workers, context.device)
+        except HardwareError as error:
+            sys.exit(f"train: {error}")
         if context.is_main:
             run_stage(params, context)
         else:  # another rank: train on its shard, write nothing, log nothing
@@ -106,6 +111,8 @@ def run_stage(params, context: distributed.Context) -> None:
             "best_val_accuracy": best["val_accuracy"],
             "train_accuracy_at_best": best["train_accuracy"],
             "pretrained_used": result.config.pretrained_used,
+            "precision_used": result.precision,  # train.precision and num_workers as resolved for the device
+            "num_workers_used": result.num_workers,
             **calibrated,
         },
     )
@@ -147,6 +154,7 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
         sys.exit(f"train: {error}")
     weights_used = result.config.pretrained_used
     mlflow.log_param("pretrained_used", weights_used)
+    mlflow.log_params({"precision_used": result.precision, "num_workers_used": result.num_workers})
     mlflow.set_tag("pretrained_used", weights_used)
     mlflow.set_tag("experts", "forensic+wild" if params.model.forensic else "single")
     best = result.history[result.best_epoch - 1]

@@ -31,6 +31,7 @@ Optimizer = Literal["adam", "adamw"]
 LrSchedule = Literal["constant", "onecycle"]
 Launcher = Literal["single", "torchrun"]
 Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]  # train.precision (hardware.py resolves auto per device)
 FaceMode = Literal["whole", "crop"]  # data.faces: judge the whole picture, or each face found in it (faces.py)
 ForensicMix = Literal["alone", "mean"]  # model.forensic_mix: the forensic expert alone on originals, or both averaged
 FaceSummary = Literal["any", "all"]  # data.face_summary: the picture is AI if any face / every face is
@@ -111,7 +112,8 @@ class TrainParams:
     jpeg_quality_min: int
     downscale_prob: float
     downscale_min: float
-    num_workers: int
+    num_workers: int | Literal["auto"]  # DataLoader workers; auto: 0 on the CPU, a share of the cores on a GPU
+    precision: Precision
     seed: int
     launcher: Launcher
     nproc: int
@@ -343,8 +345,15 @@ def _check(hint: object, value: object, key: str) -> object:
         if not any(value == choice and type(value) is type(choice) for choice in choices):
             raise ParamsError(f"{key} must be {_one_of(choices)}, got {value!r}")
         return value
-    if origin in (typing.Union, types.UnionType):
-        raise ParamsError(f"{key}: union types are not supported")  # pragma: no cover - schema bug
+    if origin in (typing.Union, types.UnionType):  # the first alternative the value fits
+        for option in typing.get_args(hint):
+            try:
+                return _check(option, value, key)
+            except ParamsError:
+                continue
+        described = [_one_of(typing.get_args(o)) if typing.get_origin(o) is Literal else o.__name__
+                     for o in typing.get_args(hint)]  # fmt: skip
+        raise ParamsError(f"{key} must be {' or '.join(described)}, got {value!r}")
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint is int and isinstance(value, bool) or not isinstance(value, hint):

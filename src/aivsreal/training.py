@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from aivsreal.degradations import RandomDegrade
 from aivsreal.distributed import Context, pick_device, setup, sum_across, sync_buffers, teardown
+from aivsreal.hardware import StepSettings
 from aivsreal.images import load_image
 from aivsreal.manifests import read_manifest
 from aivsreal.model import ModelConfig, build_model, frozen_modules_to_eval, save_model, set_trainable
@@ -146,6 +147,8 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     stopped_early: bool = False
+    precision: str = "fp32"  # train.precision as resolved for the device (hardware.py)
+    num_workers: int = 0  # train.num_workers as resolved
 
 
 def train(
@@ -165,6 +168,7 @@ def train(
     """
     p = params.train
     context = context or Context(device=pick_device(p.device))
+    steps = StepSettings.resolve(p.precision, p.num_workers, context.device, context.world_size)
     seed_everything(p.seed)
     model, config = make_model(params)
     optimizer = make_optimizer(model, p)
@@ -172,7 +176,7 @@ def train(
     eval_tf = config.eval_transform()
     sources = training_sources(train_rows)
     by_source = p.source_balance or p.source_adversarial > 0
-    loaders = make_loaders(params, train_rows, val_rows, eval_tf, context, sources if by_source else None)
+    loaders = make_loaders(params, train_rows, val_rows, eval_tf, context, steps, sources if by_source else None)
     source_terms = SourceTerms.build(
         p,
         len(params.data.class_names),
@@ -183,10 +187,10 @@ def train(
         optimizer,
         context.device,
     )
-    model.to(context.device)
+    steps.prepare(model)
     trained = model  # what each step runs: the whole network, or only the head on cached features
     if p.finetune == "head":
-        loaders = cache_features(model, params, train_rows, loaders.val, eval_tf, context)
+        loaders = cache_features(model, params, train_rows, loaders.val, eval_tf, context, steps)
         trained = model.fc
     evaluated = trained  # validation runs the plain module; training steps go through DDP
     if context.distributed:
@@ -196,14 +200,16 @@ def train(
     loss_fn = make_loss(loaders.targets, params, context.device)
     if context.is_main:
         log.info(
-            "training on %d images, validating on %d; weights: %s; %d process(es) on %s",
+            "training on %d images, validating on %d; weights: %s; %d process(es) on %s, %s, %d loader worker(s)",
             len(train_rows), len(val_rows), config.pretrained_used, context.world_size, context.device,
+            steps.precision, steps.num_workers,
         )  # fmt: skip
         if by_source:
             log.info("sources in training: %s (balance %s, adversary %g)", sources, p.source_balance,
                      p.source_adversarial)  # fmt: skip
 
-    result = TrainResult(model=model, config=config)
+    result = TrainResult(model=model, config=config, precision=steps.precision, num_workers=steps.num_workers)
+    scaler = steps.grad_scaler()
     stopping = EarlyStopping(p.patience)
     for epoch in range(1, p.epochs + 1):
         started = time.perf_counter()
@@ -213,10 +219,10 @@ def train(
         progress = f"epoch {epoch}/{p.epochs}"
         source_terms.epoch = (epoch - 1, p.epochs)
         train_sums = train_one_epoch(
-            trained, loaders.train, optimizer, scheduler, loss_fn, context, progress, source_terms
+            trained, loaders.train, optimizer, scheduler, loss_fn, context, progress, source_terms, steps, scaler
         )
         sync_buffers(context, model)
-        val_sums = evaluate_loss(evaluated, loaders.val, loss_fn, context.device)
+        val_sums = evaluate_loss(evaluated, loaders.val, loss_fn, context.device, steps)
         row = epoch_row(epoch, sum_across(context, *train_sums, *val_sums), optimizer, started)
         result.history.append(row)
         improved = stopping.update(epoch, row["val_loss"], model)
@@ -354,13 +360,10 @@ class Loaders:
     source_indices: list[int] | None = None  # each training image's source, when the dataset yields them
 
 
-def loader_settings(p: TrainParams, context: Context) -> dict:
-    """DataLoader arguments: each process loads `batch_size / world_size` images per step."""
-    return {
-        "batch_size": p.batch_size // context.world_size,
-        "num_workers": p.num_workers,
-        "persistent_workers": p.num_workers > 0,
-    }
+def loader_settings(p: TrainParams, context: Context, steps: StepSettings) -> dict:
+    """DataLoader arguments: each process loads `batch_size / world_size` images per step, with the
+    workers and memory pinning of `steps` (hardware.py)."""
+    return {"batch_size": p.batch_size // context.world_size, **steps.loader_options()}
 
 
 def make_loaders(
@@ -369,6 +372,7 @@ def make_loaders(
     val_rows: list[dict[str, str]],
     eval_tf: Callable,
     context: Context,
+    steps: StepSettings,
     sources: list[str] | None = None,
 ) -> Loaders:
     """Augmented training images, each process its DistributedSampler shard, and this process's slice
@@ -377,7 +381,7 @@ def make_loaders(
     train_set = ManifestDataset(train_rows, class_names, train_transform(p), max_pixels, sources)
     # each process validates its own slice; the sums are reduced across processes
     val_set = ManifestDataset(val_rows[context.rank :: context.world_size], class_names, eval_tf, max_pixels)
-    settings = loader_settings(p, context)
+    settings = loader_settings(p, context, steps)
     # The same sampler single- or multi-process: with N processes, step k's N shards together
     # hold exactly the images of step k in a single process.
     sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
@@ -397,22 +401,23 @@ def cache_features(
     val_loader: DataLoader,
     eval_tf: Callable,
     context: Context,
-    sources: list[str] | None = None,
+    steps: StepSettings,
 ) -> Loaders:
     """`train.finetune: head`: a frozen backbone maps an image to the same features every epoch, so compute
     them once (eval transform; augmentation would defeat the cache) and let the epochs train the head on
     tensors: loaders of (features, target) batches."""
     log.info("finetune=head: computing backbone features once; epochs then train the head only")
     p, class_names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
-    settings = loader_settings(p, context)
+    settings = loader_settings(p, context, steps)
     plain_train = DataLoader(ManifestDataset(train_rows, class_names, eval_tf, max_pixels), **settings)
-    features = TensorDataset(*backbone_features(model, plain_train, context.device))
+    features = TensorDataset(*backbone_features(model, plain_train, context.device, steps))
     sampler = DistributedSampler(features, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
     return Loaders(
         train=DataLoader(features, sampler=sampler, batch_size=settings["batch_size"]),
         sampler=sampler,
         val=DataLoader(
-            TensorDataset(*backbone_features(model, val_loader, context.device)), batch_size=settings["batch_size"]
+            TensorDataset(*backbone_features(model, val_loader, context.device, steps)),
+            batch_size=settings["batch_size"],
         ),
         targets=plain_train.dataset.targets,
     )
@@ -427,23 +432,30 @@ def train_one_epoch(
     context: Context,
     progress: str,
     source_terms: SourceTerms | None = None,
+    steps: StepSettings | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> tuple[float, int, int]:
     """One pass over this process's training batches, an optimiser (and scheduler) step per batch, `model`
     being what each step runs; (summed loss, correct predictions, images), like `evaluate_loss`. The
-    summed loss is the classification loss, without the source adversary's."""
+    summed loss is the classification loss, without the source adversary's. `steps` sets the precision
+    and copies (plain float32 without), `scaler` scales an fp16 loss."""
+    steps = steps or StepSettings.resolve("fp32", 0, context.device)
+    scaler = scaler or steps.grad_scaler()
     train_loss, train_correct, seen = 0.0, 0, 0
     quiet = None if context.is_main else True
     bar = tqdm(loader, desc=progress, unit="batch", leave=False, disable=quiet)
     source_terms = source_terms or SourceTerms()
     done, total = source_terms.epoch
     for step, (inputs, targets, *sources) in enumerate(bar):
-        inputs, targets = inputs.to(context.device), targets.to(context.device)
-        sources = sources[0].to(context.device) if sources else None
+        inputs, targets = steps.images(inputs), steps.tensor(targets)
+        sources = steps.tensor(sources[0]) if sources else None
         optimizer.zero_grad(set_to_none=True)
-        logits = model(inputs)
-        loss, total_loss = source_terms.loss(logits, targets, sources, loss_fn, (done + step / len(loader)) / total)
-        total_loss.backward()
-        optimizer.step()
+        with steps.autocast():
+            logits = model(inputs)
+            loss, total_loss = source_terms.loss(logits, targets, sources, loss_fn, (done + step / len(loader)) / total)
+        scaler.scale(total_loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if scheduler is not None:
             scheduler.step()
         train_loss += loss.item() * len(targets)
@@ -494,17 +506,18 @@ class EarlyStopping:
 
 @torch.no_grad()  # not inference_mode: the cached features feed a head that is trained
 def backbone_features(
-    model: nn.Module, loader: DataLoader, device: torch.device | None = None
+    model: nn.Module, loader: DataLoader, device: torch.device | None = None, steps: StepSettings | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate features (the head's input) and targets for every image in the loader."""
+    """Penultimate features (the head's input, float32) and targets for every image in the loader."""
     head, model.fc = model.fc, nn.Identity()
     model.eval()
-    device = device or torch.device("cpu")
+    steps = steps or StepSettings.resolve("fp32", 0, device or torch.device("cpu"))
     try:
-        batches = [
-            (model(inputs.to(device)), targets.to(device))
-            for inputs, targets in tqdm(loader, desc="features", disable=None)
-        ]
+        with steps.autocast():
+            batches = [
+                (model(steps.images(inputs)).float(), steps.tensor(targets))
+                for inputs, targets in tqdm(loader, desc="features", disable=None)
+            ]
     finally:
         model.fc = head
     return torch.cat([f for f, _ in batches]), torch.cat([t for _, t in batches])
@@ -512,16 +525,22 @@ def backbone_features(
 
 @torch.inference_mode()
 def evaluate_loss(
-    model: nn.Module, loader: DataLoader, loss_fn: nn.Module, device: torch.device | None = None
+    model: nn.Module,
+    loader: DataLoader,
+    loss_fn: nn.Module,
+    device: torch.device | None = None,
+    steps: StepSettings | None = None,
 ) -> tuple[float, int, int]:
     """(summed loss, correct predictions, images): sums, so that processes can add them up."""
     model.eval()
-    device = device or torch.device("cpu")
+    steps = steps or StepSettings.resolve("fp32", 0, device or torch.device("cpu"))
     total_loss, correct, seen = 0.0, 0, 0
     for inputs, targets in loader:
-        inputs, targets = inputs.to(device), targets.to(device)
-        logits = model(inputs)
-        total_loss += loss_fn(logits, targets).item() * len(targets)
+        inputs, targets = steps.images(inputs), steps.tensor(targets)
+        with steps.autocast():
+            logits = model(inputs)
+            loss = loss_fn(logits, targets)
+        total_loss += loss.item() * len(targets)
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
     return total_loss, correct, seen

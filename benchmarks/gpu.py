@@ -1,0 +1,188 @@
+"""GPU training benchmark: the pipeline's training throughput against the raw step, and where a batch's time goes.
+
+    python benchmarks/gpu.py --data ../shared/facebench --preset params/facebench.yaml          # on a CUDA machine
+    python benchmarks/gpu.py --data ../shared/facebench --preset params/facebench.yaml --full   # + one full training
+    python benchmarks/gpu.py --device cpu --batch-sizes 8 --precisions fp32 --workers 0 --batches 2   # smoke test
+
+Prints three Markdown tables for benchmarks/RESULTS.md:
+1. Stage costs: milliseconds of CPU work per training image in a loader worker (decode; each degradation
+   as the preset draws it, weighted by its probability; resize + crop + flip; to tensor + normalise) and
+   per batch (collate; copy to the device; one training step). The largest cost sets the pace.
+2. Throughput, for each batch size x precision (train.precision) x loader workers (train.num_workers):
+   the pipeline's images/s (files decoded and augmented by the DataLoader, copied, one step each batch)
+   against the raw step's images/s on a batch already on the device, in the same run, and their ratio.
+3. With --full: the wall time of one full training (aivsreal.training.train) with the preset.
+Both classes and every source of --data are read like the split stage reads them (a folder of sources
+or one class-per-folder tree). Without CUDA, --device auto says so and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import platform
+import random
+import time
+from pathlib import Path
+
+import torch
+from timing import mean_seconds  # benchmarks/timing.py
+from torch.utils.data import DataLoader, default_collate
+
+from aivsreal.degradations import blur, downscale, jpeg
+from aivsreal.hardware import StepSettings
+from aivsreal.images import load_image
+from aivsreal.model import ModelConfig, build_model, set_trainable
+from aivsreal.params import Params, load_overrides
+from aivsreal.split import scan_dataset
+from aivsreal.training import ManifestDataset, train, train_transform
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_costs(rows: list[dict], params: Params, steps: StepSettings, batch: int, n: int = 32) -> list[tuple]:
+    """(stage, ms, per) rows: the CPU work of one training image, then of one batch."""
+    p = params.train
+    paths = [row["path"] for row in rows[:n]]
+    images = [load_image(path) for path in paths]
+    rng = random.Random(0)
+    timed = [("decode (load_image)", mean_seconds(lambda: [load_image(path) for path in paths], 3) / n, "image")]
+    draws = [  # RandomDegrade's operations at their preset probability, mid-range strength
+        ("shrink before crop", p.downscale_prob, lambda im: downscale(im, (1 + p.downscale_min) / 2)),
+        ("blur", p.blur_prob, lambda im: blur(im, p.blur_sigma_max / 2)),
+        ("JPEG re-save", p.jpeg_prob, lambda im: jpeg(im, rng.randint(p.jpeg_quality_min, 100))),
+    ]
+    for name, probability, apply in draws:
+        if probability > 0:
+            seconds = mean_seconds(lambda apply=apply: [apply(im) for im in images], 3) / n
+            timed.append((f"{name} (x probability {probability:g})", seconds * probability, "image"))
+    transform = train_transform(dataclasses.replace(p, blur_prob=0.0, jpeg_prob=0.0, downscale_prob=0.0))
+    geometry, tensor = transform.transforms[:-2], transform.transforms[-2:]
+    shaped = [_compose(geometry)(im) for im in images]
+    timed.append(("resize + crop + flip", mean_seconds(lambda: [_compose(geometry)(im) for im in images], 3) / n,
+                  "image"))  # fmt: skip
+    timed.append(("to tensor + normalise", mean_seconds(lambda: [_compose(tensor)(im) for im in shaped], 3) / n,
+                  "image"))  # fmt: skip
+    samples = [(_compose(tensor)(shaped[i % n]), 0) for i in range(batch)]
+    timed.append(("collate", mean_seconds(lambda: default_collate(samples), 5), "batch"))
+    cpu_batch = default_collate(samples)[0]
+    if steps.pin_memory:
+        cpu_batch = cpu_batch.pin_memory()
+    timed.append(("copy to device", mean_seconds(lambda: _sync(steps.images(cpu_batch), steps), 5), "batch"))
+    model, optimizer, step = _step(params, steps)
+    on_device = steps.images(cpu_batch)
+    targets = steps.tensor(torch.zeros(batch, dtype=torch.long))
+    timed.append((f"training step ({steps.precision})", mean_seconds(lambda: step(on_device, targets), 5), "batch"))
+    return [(name, seconds * 1000, per) for name, seconds, per in timed]
+
+
+def throughput(rows: list[dict], params: Params, steps: StepSettings, batch: int, batches: int) -> tuple[float, float]:
+    """(pipeline images/s from files, raw images/s on a batch already on the device)."""
+    p = params.train
+    dataset = ManifestDataset(rows, params.data.class_names, train_transform(p), params.split.max_pixels)
+    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, **steps.loader_options())
+    _, _, step = _step(params, steps)
+    done, seen, started = 0, 0, None
+    while done < batches + 1:
+        for inputs, targets in loader:
+            if done == 1:  # the first batch warms up workers and kernels
+                started, seen = time.perf_counter(), 0
+            step(steps.images(inputs), steps.tensor(targets))
+            seen += len(targets)
+            done += 1
+            if done == batches + 1:
+                break
+    pipeline = seen / (time.perf_counter() - started)
+    fixed = steps.images(torch.randn(batch, 3, p.image_size, p.image_size))
+    targets = steps.tensor(torch.zeros(batch, dtype=torch.long))
+    raw = batch / mean_seconds(lambda: step(fixed, targets), batches)
+    return pipeline, raw
+
+
+def _step(params: Params, steps: StepSettings):
+    """The training step of aivsreal.training (autocast forward, scaled backward, optimiser step), synchronised."""
+    model = steps.prepare(build_model(ModelConfig.from_params(params))[0])
+    model.train()
+    optimizer = torch.optim.AdamW(set_trainable(model, params.train.finetune), lr=params.train.lr)
+    scaler, loss_fn = steps.grad_scaler(), torch.nn.CrossEntropyLoss()
+
+    def step(inputs: torch.Tensor, targets: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        with steps.autocast():
+            loss = loss_fn(model(inputs), targets)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        _sync(loss, steps)
+
+    return model, optimizer, step
+
+
+def _sync(result, steps: StepSettings):
+    if steps.device.type == "cuda":
+        torch.cuda.synchronize()
+    return result
+
+
+def _compose(transforms):
+    def apply(image):
+        for transform in transforms:
+            image = transform(image)
+        return image
+
+    return apply
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "sample", help="folder of sources or of classes")
+    parser.add_argument("--preset", default="params/facebench.yaml", help="overrides file, or none")
+    parser.add_argument("--device", default="auto", choices=("auto", "cuda", "cpu"))
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--workers", nargs="+", default=["2", "auto"], help="train.num_workers values to try")
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per throughput measurement")
+    parser.add_argument("--full", action="store_true", help="also time one full training with the preset")
+    args = parser.parse_args()
+    if args.device == "auto" and not torch.cuda.is_available():
+        print("no CUDA GPU here: nothing to measure (run with --device cpu for a smoke test)")
+        return
+    device = torch.device("cuda" if args.device == "auto" else args.device)
+    params = Params.load(ROOT / "params.yaml")
+    if args.preset != "none":
+        params = params.with_overrides(load_overrides(ROOT / args.preset))
+    params = params.with_overrides({"model.pretrained": "none", "train.device": device.type})
+    records, _ = scan_dataset(args.data, params.data.class_names, params.split.max_pixels)
+    rows = [{"path": r.path, "label": r.label, "sha256": r.sha256, "source": r.source} for r in records]
+    random.Random(0).shuffle(rows)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    print(f"# {name} | torch {torch.__version__} | {time.strftime('%Y-%m-%d')} | {len(rows)} images from "
+          f"{args.data} | preset {args.preset} | image_size {params.train.image_size}")  # fmt: skip
+
+    steps = StepSettings.resolve(args.precisions[-1], args.workers[-1], device)
+    print(f"\n| stage ({steps.precision}, batch {args.batch_sizes[-1]}) | ms | per |\n|---|---|---|")
+    for stage, ms, per in stage_costs(rows, params, steps, args.batch_sizes[-1]):
+        print(f"| {stage} | {ms:.2f} | {per} |")
+
+    print(
+        "\n| batch | precision | workers | pipeline images/s | raw images/s | pipeline / raw |\n"
+        "|---|---|---|---|---|---|"
+    )
+    for batch in args.batch_sizes:
+        for precision in args.precisions:
+            for workers in args.workers:
+                steps = StepSettings.resolve(precision, workers if workers == "auto" else int(workers), device)
+                pipeline, raw = throughput(rows, params, steps, batch, args.batches)
+                print(f"| {batch} | {precision} | {workers} ({steps.num_workers}) | {pipeline:.1f} | {raw:.1f} | "
+                      f"{pipeline / raw:.2f} |")  # fmt: skip
+    if args.full:
+        split = int(len(rows) * 0.85)
+        started = time.perf_counter()
+        result = train(params.with_overrides({"train.precision": "auto", "train.num_workers": "auto"}),
+                       rows[:split], rows[split:])  # fmt: skip
+        print(f"\nfull training ({result.precision}, {result.num_workers} workers, {len(result.history)} epochs on "
+              f"{split} images): {time.perf_counter() - started:.1f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""How training uses the device: precision, pinned memory, non-blocking copies, memory layout, loader workers.
+
+`train.precision` and `train.num_workers` resolve here, once, for the device training runs on:
+
+| setting | CPU | CUDA GPU |
+|---|---|---|
+| precision auto | fp32 (no autocast) | bf16 autocast if the GPU has it, else fp16 + gradient scaler |
+| num_workers auto | 0 (load in the training process) | min(8, cores - 1), split over the processes |
+| pinned memory, non-blocking copies | no | yes |
+| channels-last layout | no | yes (faster convolutions on tensor cores) |
+
+On the CPU with precision auto or fp32 every step is exactly plain float32 training, so CPU results
+stay bit-for-bit what they were. bf16 autocast also runs on the CPU (slower there on most CPUs; for
+tests). fp16 needs CUDA: its gradient scaler guards against underflow on the GPU only. Recipes: PyTorch's
+automatic mixed precision and performance tuning guides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class HardwareError(ValueError):
+    """A setting the device cannot honour (fp16 on a CPU)."""
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The resolved settings of one training process."""
+
+    device: torch.device
+    precision: str  # fp32 | bf16 | fp16, after auto
+    num_workers: int
+    pin_memory: bool
+    channels_last: bool
+
+    @classmethod
+    def resolve(cls, precision: str, num_workers: int | str, device: torch.device, processes: int = 1) -> StepSettings:
+        """`train.precision` and `train.num_workers` (an int, or auto) for `device`, with `processes` under torchrun."""
+        cuda = device.type == "cuda"
+        if precision == "auto":
+            precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
+        if precision == "fp16" and not cuda:
+            raise HardwareError(
+                "train.precision fp16 needs a CUDA GPU (its gradient scaler works there only): on the CPU use "
+                "auto or fp32 (bf16 runs too, mostly slower)"
+            )
+        if num_workers == "auto":
+            num_workers = max(1, min(8, (os.cpu_count() or 2) - 1) // processes) if cuda else 0
+        return cls(device, precision, int(num_workers), pin_memory=cuda, channels_last=cuda)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The forward pass's precision: autocast to bf16/fp16, or nothing at fp32."""
+        if self.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=DTYPES[self.precision])
+
+    def grad_scaler(self) -> torch.amp.GradScaler:
+        """fp16's loss scaling; at fp32 and bf16 a disabled scaler, whose calls change nothing."""
+        return torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+
+    def images(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of images on the device: a non-blocking copy from pinned memory, channels-last on CUDA."""
+        batch = batch.to(self.device, non_blocking=self.pin_memory)
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
+
+    def tensor(self, values: torch.Tensor) -> torch.Tensor:
+        """Targets, source indices, features: on the device, non-blocking from pinned memory."""
+        return values.to(self.device, non_blocking=self.pin_memory)
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model on the device, in channels-last layout on CUDA."""
+        model.to(self.device)
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def loader_options(self) -> dict:
+        """DataLoader arguments for these settings."""
+        return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                "pin_memory": self.pin_memory}  # fmt: skip
