@@ -15,7 +15,7 @@ from pipeline.paths import METRICS, REPORTS, is_sample_data
 WIDTH = 100
 
 
-def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict) -> list[str]:
+def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict, per_source: dict | None = None) -> list[str]:
     name, version = run_info["registered_model"], run_info["model_version"]
     status = "@champion" if tested["promoted"] else "not promoted (below the gate)"
     rows = [
@@ -25,6 +25,7 @@ def summary_lines(tested: dict, run_info: dict, data_dir: str, gate: dict) -> li
         ("ROC AUC", f"{tested['roc_auc']:.3f}"),
         ("wild accuracy", f"{tested['wild_accuracy']:.3f}  (JPEG, WebP, half size, social; both classes alike)"),
         *unseen_rows(tested),
+        *worst_source_rows(per_source or {}),
         ("equal error rate", f"{tested['eer']:.3f}"),
         ("gate", describe_gate(gate)),
         ("report", f"{REPORTS / 'report.html'}  (and report.md)"),
@@ -48,6 +49,15 @@ def unseen_rows(tested: dict) -> list[tuple[str, str]]:
     ]  # fmt: skip
 
 
+def worst_source_rows(per_source: dict[str, dict]) -> list[tuple[str, str]]:
+    """With several sources in the test split: the worst one (metrics/per_source.json is ordered so)."""
+    if len(per_source) < 2:
+        return []
+    source, scores = next(iter(per_source.items()))
+    return [("worst source", f"{source}{' (unseen)' if scores['unseen'] else ''}: accuracy {scores['accuracy']:.3f}, "
+                             f"wild {scores['wild_accuracy']:.3f}  (all: metrics/per_source.json)")]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
@@ -58,7 +68,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"summary: {error.filename} not found: run `dvc repro` (or `make pipeline`) first")
     run_info = training_run(params, "summary")
     gate = promotion_gate(params.evaluate, unseen_sources=bool(params.split.test_sources))
-    print("\n".join(summary_lines(tested, run_info, params.data.dir, gate)))
+    per_source_file = METRICS / "per_source.json"
+    per_source = json.loads(per_source_file.read_text()) if per_source_file.exists() else {}
+    print("\n".join(summary_lines(tested, run_info, params.data.dir, gate, per_source)))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,10 @@ def test_given_splits_class_map_and_per_source_results_through_dvc_repro(tmp_pat
     table = report[report.index("## Per source") :]
     assert table.index(f"| {list(per_source)[0]} |") < table.index(f"| {list(per_source)[1]} |")  # worst first
 
+    summary_text = run(["python", "-m", "pipeline.summary"], repo, env)  # what `make pipeline` prints last
+    worst, scores = next(iter(per_source.items()))
+    assert f"worst source      {worst}: accuracy {scores['accuracy']:.3f}" in summary_text
+
     uri = f"sqlite:///{repo / 'mlflow.db'}"
     run_id = training_run(repo, uri)["run_id"]
     client = MlflowClient(uri)
