@@ -11,7 +11,7 @@ from helpers_images import random_image
 from PIL import Image, ImageFilter
 
 from aivsreal.fit_calibration import calibrate
-from aivsreal.params import Params
+from aivsreal.params import Params, ParamsError
 from aivsreal.training import class_weights, subsample, train
 
 
@@ -196,3 +196,28 @@ def test_source_terms_need_a_trained_backbone():
     params = Params.load(PROJECT / "params.yaml")
     with pytest.raises(ParamsError, match="source_adversarial"):
         params.with_overrides({"train.source_adversarial": 0.5, "train.finetune": "head"})
+
+
+def test_cutmix_at_zero_draws_nothing_and_at_one_pastes_patches_with_mixed_labels():
+    from aivsreal.training import BatchMix
+
+    inputs, targets = torch.rand(6, 3, 16, 16), torch.tensor([0, 1, 0, 1, 0, 1])
+    state = torch.get_rng_state()
+    assert BatchMix(0.0, 2)(inputs, targets) == (inputs, targets)
+    assert torch.equal(torch.get_rng_state(), state)  # the random stream of training without CutMix
+
+    torch.manual_seed(3)
+    mixed, soft = BatchMix(1.0, 2)(inputs, targets)
+    assert soft.shape == (6, 2) and torch.allclose(soft.sum(1), torch.ones(6))
+    assert not torch.equal(mixed, inputs) and ((soft > 0) & (soft < 1)).any()
+    changed = (mixed != inputs).any(1).float().mean((1, 2))  # share of each image's pixels replaced
+    partner = soft[torch.arange(6), 1 - targets]  # the other class's label share (0 when the partner has its class)
+    assert all(c > 0 for c, p in zip(changed, partner) if p > 0)
+
+
+def test_training_with_cutmix_runs_and_differs_and_refuses_the_source_losses(rows):
+    plain, mixed = train(tiny_params(), *rows), train(tiny_params(cutmix_prob=1.0), *rows)
+    assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in mixed.history]
+    params = Params.load(PROJECT / "params.yaml")
+    with pytest.raises(ParamsError, match="cutmix_prob mixes the labels of a batch"):
+        params.with_overrides({"train.cutmix_prob": 0.5, "train.source_balance": True})

@@ -102,6 +102,7 @@ class TrainParams:
     lr_schedule: LrSchedule
     train_fraction: float
     class_weights: bool
+    cutmix_prob: float  # probability that a training batch is CutMix'ed (patches swapped between its images)
     source_balance: bool  # weight the loss so every (source, class) group counts alike
     source_adversarial: float  # strength of the class-conditional source adversary (0 = off)
     hflip: bool
@@ -259,6 +260,15 @@ class Params:
             raise ParamsError(
                 "train.source_adversarial is single-process only: set train.launcher: single, or source_adversarial: 0"
             )
+        if not 0 <= self.train.cutmix_prob <= 1:
+            raise ParamsError(f"train.cutmix_prob must be a probability in [0, 1], got {self.train.cutmix_prob}")
+        if self.train.cutmix_prob > 0 and (self.train.source_balance or self.train.source_adversarial > 0):
+            raise ParamsError(
+                "train.cutmix_prob mixes the labels of a batch; the source-balanced loss and the source adversary "
+                "need one class per image: set cutmix_prob: 0, or source_balance: false and source_adversarial: 0"
+            )
+        if self.train.cutmix_prob > 0 and self.train.finetune == "head":
+            raise ParamsError("train.cutmix_prob needs images in each step: set train.finetune to layer4 or all")
         if not 0 <= self.model.dropout < 1:
             raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
 

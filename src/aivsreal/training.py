@@ -18,6 +18,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torchvision.transforms import v2
 from tqdm import tqdm
 
 from aivsreal.degradations import RandomDegrade
@@ -209,6 +210,7 @@ def train(
                      p.source_adversarial)  # fmt: skip
 
     result = TrainResult(model=model, config=config, precision=steps.precision, num_workers=steps.num_workers)
+    mix = BatchMix(p.cutmix_prob, len(params.data.class_names))
     scaler = steps.grad_scaler()
     stopping = EarlyStopping(p.patience)
     for epoch in range(1, p.epochs + 1):
@@ -219,7 +221,7 @@ def train(
         progress = f"epoch {epoch}/{p.epochs}"
         source_terms.epoch = (epoch - 1, p.epochs)
         train_sums = train_one_epoch(
-            trained, loaders.train, optimizer, scheduler, loss_fn, context, progress, source_terms, steps, scaler
+            trained, loaders.train, optimizer, scheduler, loss_fn, context, progress, source_terms, steps, scaler, mix
         )
         sync_buffers(context, model)
         val_sums = evaluate_loss(evaluated, loaders.val, loss_fn, context.device, steps)
@@ -349,6 +351,22 @@ class SourceTerms:
 
 
 @dataclass
+class BatchMix:
+    """train.cutmix_prob: with this probability a training batch goes through torchvision's CutMix (Yun et al.
+    2019): each image gets a random box from another image of the batch (in a shuffled batch, usually
+    another source) and the label mix of their areas; the loss takes the mixed labels. At 0 nothing is
+    drawn, so the random streams, and the weights, are those of training without it."""
+
+    probability: float
+    n_classes: int
+
+    def __call__(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.probability == 0 or torch.rand(1).item() >= self.probability:
+            return inputs, targets
+        return v2.CutMix(num_classes=self.n_classes)(inputs, targets)
+
+
+@dataclass
 class Loaders:
     """What the epochs iterate: training batches in the order `sampler` draws them (reshuffled each epoch)
     and this process's validation batches; `targets` are the training images' classes."""
@@ -434,11 +452,12 @@ def train_one_epoch(
     source_terms: SourceTerms | None = None,
     steps: StepSettings | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    mix: BatchMix | None = None,
 ) -> tuple[float, int, int]:
     """One pass over this process's training batches, an optimiser (and scheduler) step per batch, `model`
     being what each step runs; (summed loss, correct predictions, images), like `evaluate_loss`. The
     summed loss is the classification loss, without the source adversary's. `steps` sets the precision
-    and copies (plain float32 without), `scaler` scales an fp16 loss."""
+    and copies (plain float32 without), `scaler` scales an fp16 loss, `mix` CutMixes some batches."""
     steps = steps or StepSettings.resolve("fp32", 0, context.device)
     scaler = scaler or steps.grad_scaler()
     train_loss, train_correct, seen = 0.0, 0, 0
@@ -449,10 +468,13 @@ def train_one_epoch(
     for step, (inputs, targets, *sources) in enumerate(bar):
         inputs, targets = steps.images(inputs), steps.tensor(targets)
         sources = steps.tensor(sources[0]) if sources else None
+        inputs, loss_targets = mix(inputs, targets) if mix is not None else (inputs, targets)
         optimizer.zero_grad(set_to_none=True)
         with steps.autocast():
             logits = model(inputs)
-            loss, total_loss = source_terms.loss(logits, targets, sources, loss_fn, (done + step / len(loader)) / total)
+            loss, total_loss = source_terms.loss(
+                logits, loss_targets, sources, loss_fn, (done + step / len(loader)) / total
+            )
         scaler.scale(total_loss).backward()
         scaler.step(optimizer)
         scaler.update()
