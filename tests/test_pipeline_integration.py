@@ -262,38 +262,56 @@ def test_served_champion_answers_per_face_warns_without_one_and_rejects_bad_payl
             assert requests.get(f"{url}/ping").status_code == 200  # still serving
 
 
-def test_exp_run_temp_logs_into_the_project_store_drops_a_lossy_int8_graph_and_a_wild_gate_blocks_promotion(
-    project, monkeypatch
-):
-    """`dvc exp run --temp` works in .dvc/tmp/exps: its run must land in the project's mlflow.db. The
-    experiment also sets a `model.int8_max_drop` no int8 graph can meet: the train stage drops the graph,
-    says so, and the model answers on the float graph (the committed pipeline's answers on int8). And an
-    `evaluate.min_wild_accuracy` no model can meet: the new version is evaluated, not promoted, and the
-    report names the gate (the boundary, exactly met = promoted, is test_evaluation.py's)."""
-    from aivsreal.engines import ENGINE_ENV
-    from aivsreal.serving.artifacts import load_predictor
-
+@pytest.fixture(scope="module")
+def experiment(project):
+    """One `dvc exp run --temp` shared by the two tests below (a pipeline run costs a minute): it trains under
+    `train.launcher: torchrun` (2 gloo processes), sets a `model.int8_max_drop` no int8 graph can meet and an
+    `evaluate.min_wild_accuracy` no model can meet. Returns what was there before it and its one new run."""
     repo, env = project["repo"], project["env"]
     client = MlflowClient(project["uri"])
     experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
-    before = {r.info.run_id for r in client.search_runs([experiment_id])}
-    champion = client.get_model_version_by_alias("ai-vs-real", "champion").version
-    flags = ["-S", "train.lr=0.001", "-S", "model.int8_max_drop=-100", "-S", "evaluate.min_wild_accuracy=1.01"]
+    before = {
+        "original": training_run(repo, project["uri"]),
+        "champion": client.get_model_version_by_alias("ai-vs-real", "champion").version,
+        "params": (repo / "params.yaml").read_text(),
+    }
+    runs_before = {r.info.run_id for r in client.search_runs([experiment_id])}
+    flags = [flag for key, value in EXPERIMENT.items() for flag in ("-S", f"{key}={value}")]
     output = run(["dvc", "exp", "run", "--temp", *flags], repo, env)
-    new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
-    assert len(new) == 1 and new[0].data.params["train.lr"] == "0.001"
+    new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in runs_before]
+    assert len(new) == 1, output[-3000:]
+    return before | {"output": output, "run": new[0], "client": client, "experiment_id": experiment_id}
+
+
+EXPERIMENT = {"train.launcher": "torchrun", "train.nproc": 2, "train.lr": 0.001, "model.int8_max_drop": -100,
+              "evaluate.min_wild_accuracy": 1.01}  # fmt: skip
+
+
+def test_exp_run_temp_logs_into_the_project_store_drops_a_lossy_int8_graph_and_a_wild_gate_blocks_promotion(
+    project, experiment, monkeypatch
+):
+    """`dvc exp run --temp` works in .dvc/tmp/exps: its run must land in the project's mlflow.db. The
+    experiment's `model.int8_max_drop` makes the train stage drop the int8 graph and say so, and the model
+    answers on the float graph (the committed pipeline's answers on int8). Its `evaluate.min_wild_accuracy`:
+    the new version is evaluated, not promoted, and the report names the gate (the boundary, exactly met =
+    promoted, is test_evaluation.py's)."""
+    from aivsreal.engines import ENGINE_ENV
+    from aivsreal.serving.artifacts import load_predictor
+
+    repo, client, new, output = project["repo"], experiment["client"], experiment["run"], experiment["output"]
+    assert new.data.params["train.lr"] == "0.001"
     assert not (repo / ".dvc/tmp/exps").exists() or not list((repo / ".dvc/tmp/exps").rglob("mlflow.db"))
 
-    assert "not passed" in output and new[0].data.tags["promoted"] == "false"  # the wild gate
-    assert client.get_model_version_by_alias("ai-vs-real", "champion").version == champion
-    report = Path(client.download_artifacts(new[0].info.run_id, "report/report.md")).read_text()
+    assert "not passed" in output and new.data.tags["promoted"] == "false"  # the wild gate
+    assert client.get_model_version_by_alias("ai-vs-real", "champion").version == experiment["champion"]
+    report = Path(client.download_artifacts(new.info.run_id, "report/report.md")).read_text()
     assert "wild accuracy >= 1.01)" in report and "Promoted to @champion: no" in report
 
-    assert "int8 graph dropped" in output and new[0].data.metrics["int8_kept"] == 0
-    assert new[0].data.tags["evaluate_engine"] == "onnx"  # its test metrics are those of what serves
+    assert "int8 graph dropped" in output and new.data.metrics["int8_kept"] == 0
+    assert new.data.tags["evaluate_engine"] == "onnx"  # its test metrics are those of what serves
     monkeypatch.setenv("MLFLOW_TRACKING_URI", project["uri"])
     monkeypatch.delenv(ENGINE_ENV, raising=False)
-    dropped = load_predictor(f"runs:/{new[0].info.run_id}/model")
+    dropped = load_predictor(f"runs:/{new.info.run_id}/model")
     assert dropped.engine == "onnx" and dropped.config.int8_file == ""
     kept = load_predictor(repo / "models/model")  # the committed params keep it (int8_max_drop 100 in TINY)
     assert kept.engine == "onnx-int8" and (repo / "models/model" / kept.config.int8_file).is_file()
@@ -301,36 +319,35 @@ def test_exp_run_temp_logs_into_the_project_store_drops_a_lossy_int8_graph_and_a
     assert load_predictor(repo / "models/model").engine == "onnx"
 
 
-def test_exp_run_under_torchrun_logs_once_and_the_run_cache_restores_it_without_a_new_run_or_version(project):
+def test_exp_run_under_torchrun_logs_once_and_the_run_cache_restores_it_without_a_new_run_or_version(
+    project, experiment
+):
     """`train.launcher: torchrun`: the stage restarts itself as 2 gloo processes; only rank 0 logs and writes.
     DVC keeps the experiment's stages in its run cache: the same params set in the workspace are restored,
     not run, with no new MLflow run or model version, and the restored weights find the run that trained
     them; back to the committed params, the committed model is restored the same way."""
-    repo, env = project["repo"], project["env"]
-    client = MlflowClient(project["uri"])
-    experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
-    original = training_run(repo, project["uri"])
-    before = {r.info.run_id for r in client.search_runs([experiment_id])}
-    output = run(["dvc", "exp", "run", "--temp", "-S", "train.launcher=torchrun", "-S", "train.nproc=2"], repo, env)
-    new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in before]
-    assert len(new) == 1, output[-3000:]
-    assert new[0].data.tags["processes"] == "2" and new[0].data.params["train.launcher"] == "torchrun"
-    epochs = client.get_metric_history(new[0].info.run_id, "val_loss")
+    repo, env, client, new = project["repo"], project["env"], experiment["client"], experiment["run"]
+    assert new.data.tags["processes"] == "2" and new.data.params["train.launcher"] == "torchrun"
+    epochs = client.get_metric_history(new.info.run_id, "val_loss")
     assert [m.step for m in epochs] == [1, 2]  # one value per epoch: rank 0 alone logs
 
-    runs = len(client.search_runs([experiment_id]))
+    runs = len(client.search_runs([experiment["experiment_id"]]))
     versions = len(client.search_model_versions("name='ai-vs-real'"))
-    set_params(repo, {"train": {"launcher": "torchrun", "nproc": 2}})  # params DVC has run (in the experiment)
+    changes: dict = {}
+    for key, value in EXPERIMENT.items():  # params DVC has run (in the experiment)
+        section, name = key.split(".")
+        changes.setdefault(section, {})[name] = value
+    set_params(repo, changes)
     try:
         output = run(["dvc", "repro"], repo, env)
         assert "train" not in stages_run(output) and "Stage 'train' is cached" in output
-        assert training_run(repo, project["uri"])["run_id"] == new[0].info.run_id
+        assert training_run(repo, project["uri"])["run_id"] == new.info.run_id
     finally:
-        set_params(repo, {"train": {"launcher": "single"}})
+        (repo / "params.yaml").write_text(experiment["params"])
         output = run(["dvc", "repro"], repo, env)
     assert "train" not in stages_run(output)  # the committed params: restored from the run cache too
-    assert training_run(repo, project["uri"]) == original
-    assert len(client.search_runs([experiment_id])) == runs  # no new run,
+    assert training_run(repo, project["uri"]) == experiment["original"]
+    assert len(client.search_runs([experiment["experiment_id"]])) == runs  # no new run,
     assert len(client.search_model_versions("name='ai-vs-real'")) == versions  # no new version
 
 
