@@ -90,7 +90,8 @@ def face_crops(rows: list[dict], folder: Path, params: Params) -> tuple[list[dic
 
     records = [ImageRecord(row["path"], row["label"], row["sha256"]) for row in rows]
     splits = {"train": records, "val": [], "test": []}
-    crops, no_face, _ = crop_faces(splits, folder, params.data.face_margin, params.split.max_pixels)
+    crops, no_face, _ = crop_faces(splits, folder, params.data.face_margin, params.split.max_pixels,
+                                   detector=params.data.face_detector)  # fmt: skip
     return rows_of(crops["train"]), len(no_face)
 
 

@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
                             {name: folders[name].name for name in SPLITS if name in folders})  # fmt: skip
         per_file = []
         if params.data.faces == "crop":
-            splits, no_face, per_file = crop_faces(splits, FACE_CROPS, params.data.face_margin, params.split.max_pixels)
+            splits, no_face, per_file = crop_faces(splits, FACE_CROPS, params.data.face_margin, params.split.max_pixels,
+                                                   detector=params.data.face_detector)  # fmt: skip
             rejected += no_face
         else:
             shutil.rmtree(FACE_CROPS, ignore_errors=True)

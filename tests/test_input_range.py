@@ -1,6 +1,8 @@
-"""Answers a person can trust (issue 13): inputs too small to judge are refused and inputs outside what
-the model was validated on carry the same `warnings` from every interface: the library, the CLI, the
-real `mlflow models serve`, the guarded server and Spark batch scoring (the app: test_webapp.py)."""
+"""Answers a person can trust: inputs too small to judge are refused, and inputs outside what the model
+was validated on carry the same `warnings` from every interface: the library, the CLI, the real `mlflow
+models serve`, the guarded server and Spark batch scoring (the app: test_webapp.py). Among them, a
+whole-picture model's warning for a picture that is not a face: none found, or a small face in a large
+picture (data.min_face_share); a face that fills the picture gets none."""
 
 from __future__ import annotations
 
@@ -15,15 +17,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import PROJECT, free_port, isolated_env, running_server
+from conftest import PROJECT, champion_store, free_port, isolated_env, running_server
+from helpers_faces import background, lfw_faces
 from helpers_images import encode, random_image, write_image
+from PIL import Image
 
 from aivsreal.images import SOURCE_FORMAT, load_image
 from aivsreal.input_range import DEMO_NOTICE, TooSmallError, input_warnings, refuse_if_too_small
 from aivsreal.model import ModelConfig
 
 MODEL = "models:/ai-vs-real@champion"
-PHOTO = random_image((64, 64), seed=1)
+PHOTO = lfw_faces()[0][0].resize((64, 64), Image.BICUBIC)  # a real face that fills the picture
+FAR = background(320, 320, seed=5)
+FAR.paste(PHOTO, (200, 40))  # the same face, in a picture it fills 3 % of
 FILES = {  # name -> bytes: what a user may send
     "photo.jpg": encode(PHOTO, "JPEG", quality=90),
     "photo.png": encode(PHOTO, "PNG"),
@@ -31,9 +37,33 @@ FILES = {  # name -> bytes: what a user may send
     "small.png": encode(random_image((40, 40), seed=2), "PNG"),
     "tiny.png": encode(random_image((16, 16), seed=3), "PNG"),
     "dot.png": encode(random_image((1, 1), seed=4), "PNG"),
+    "far.png": encode(FAR, "PNG"),
+    "wall.png": encode(background(200, 150, seed=3), "PNG"),
 }
 JPEG_WARNING = "re-compressed JPEG: this model scored 50% on such images in validation (100% on the originals)"
 SMALL_WARNING = "smaller than 48 px (40x40): this model was not validated on images this small"
+NO_FACE = ("no face found: this model judges pictures of one face, its answer here says little; "
+           "find the faces first (CLI --faces, the app's 'Find the faces')")  # fmt: skip
+FAR_FACE = ("the largest face fills 3% of the picture (this model judges pictures the face fills, warned below "
+            "10%): its answer is about the picture, not the face; find the faces first (CLI --faces, the app's "
+            "'Find the faces')")  # fmt: skip
+EXPECTED = {"photo.jpg": [JPEG_WARNING], "photo.png": [], "small.png": [SMALL_WARNING, NO_FACE], "far.png": [FAR_FACE],
+            "wall.png": [NO_FACE]}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def face_aware_model_dir(lossless_only_model_dir, tmp_path_factory) -> Path:
+    """The lossless-only model as a model trained now saves it: MTCNN, warned below 10 % of the picture."""
+    folder = tmp_path_factory.mktemp("face_aware_model")
+    shutil.copytree(lossless_only_model_dir, folder, dirs_exist_ok=True)
+    saved = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(saved | {"face_detector": "mtcnn", "min_face_share": 0.1}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def face_aware_store(face_aware_model_dir, tmp_path_factory) -> str:
+    return champion_store(tmp_path_factory.mktemp("face_aware_store"), face_aware_model_dir)
 
 
 def config(**fields) -> ModelConfig:
@@ -93,19 +123,18 @@ def predict_cli(model: Path, paths: list[Path], *flags: str) -> subprocess.Compl
     return subprocess.run(command, capture_output=True, text=True, timeout=120, env=isolated_env())
 
 
-def test_cli_warns_refuses_and_keeps_going(tmp_path, lossless_only_model_dir):
-    paths = write_files(tmp_path, ["photo.jpg", "photo.png", "small.png", "tiny.png", "dot.png"])
-    result = predict_cli(lossless_only_model_dir, paths, "--json")
+def test_cli_warns_refuses_and_keeps_going(tmp_path, face_aware_model_dir):
+    paths = write_files(tmp_path, ["photo.jpg", "photo.png", "small.png", "tiny.png", "dot.png", "far.png", "wall.png"])
+    result = predict_cli(face_aware_model_dir, paths, "--json")
     assert result.returncode == 1  # some files skipped
     answers = {Path(row["path"]).name: row for row in map(json.loads, result.stdout.splitlines())}
-    assert set(answers) == {"photo.jpg", "photo.png", "small.png"}
-    assert answers["photo.jpg"]["warnings"] == [JPEG_WARNING]
-    assert answers["photo.png"]["warnings"] == [] and answers["small.png"]["warnings"] == [SMALL_WARNING]
+    assert {name: answer["warnings"] for name, answer in answers.items()} == EXPECTED
     assert "tiny.png: skipped: image is 16x16 px, too small to judge" in result.stderr
     assert "dot.png: skipped: image is 1x1 px" in result.stderr
     assert DEMO_NOTICE not in result.stderr
-    text = predict_cli(lossless_only_model_dir, paths[:1])
+    text = predict_cli(face_aware_model_dir, [paths[0], paths[-2]])
     assert f"    warning: {JPEG_WARNING}" in text.stdout.splitlines()
+    assert f"    warning: {FAR_FACE}" in text.stdout.splitlines()
 
 
 def test_cli_says_once_that_a_demo_model_is_a_demo(tmp_path, lossless_only_model_dir):
@@ -144,9 +173,9 @@ class torch_scaled:
 
 
 @pytest.fixture(scope="module")
-def servers(lossless_only_store, tmp_path_factory):
-    """{"mlflow": url, "guarded": url}: both serving the lossless-only champion."""
-    env = isolated_env(MLFLOW_TRACKING_URI=lossless_only_store)
+def servers(face_aware_store, tmp_path_factory):
+    """{"mlflow": url, "guarded": url}: both serving the lossless-only, face-aware champion."""
+    env = isolated_env(MLFLOW_TRACKING_URI=face_aware_store)
     cwd = tmp_path_factory.mktemp("serve")
     stock_port, guarded_port = free_port(), free_port()
     stock = ["mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local", "-h", "127.0.0.1",
@@ -164,10 +193,10 @@ def invoke(url: str, names: list[str]) -> requests.Response:
 
 @pytest.mark.parametrize("server", ["mlflow", "guarded"])
 def test_server_answers_carry_the_same_warnings(servers, server):
-    answer = invoke(servers[server], ["photo.jpg", "photo.png", "small.png"])
+    answer = invoke(servers[server], list(EXPECTED))
     assert answer.status_code == 200, answer.text[:500]
     predictions = answer.json()["predictions"]
-    assert [p["warnings"] for p in predictions] == [[JPEG_WARNING], [], [SMALL_WARNING]]
+    assert [p["warnings"] for p in predictions] == list(EXPECTED.values())
     assert all(1e-4 - 1e-12 <= p["p_ai"] <= 0.9999 + 1e-12 for p in predictions)
 
 
@@ -182,17 +211,16 @@ def test_server_refuses_images_too_small_to_judge(servers, server, name, size):
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs Java (install Java 17)")
-def test_batch_scoring_writes_the_warnings_and_refuses_tiny_files(lossless_only_store, tmp_path):
+def test_batch_scoring_writes_the_warnings_and_refuses_tiny_files(face_aware_store, tmp_path):
     folder = tmp_path / "photos"
-    write_files(folder, ["photo.jpg", "photo.png", "small.png", "tiny.png"])
+    write_files(folder, [*EXPECTED, "tiny.png"])
     write_image(folder / "more" / "other.png", size=(64, 64), seed=9)
     command = [sys.executable, "-m", "aivsreal.serving.batch", "--input", str(folder), "--output", "out.parquet",
                "--model", MODEL, "--master", "local[2]"]  # fmt: skip
-    env = isolated_env(MLFLOW_TRACKING_URI=lossless_only_store)
+    env = isolated_env(MLFLOW_TRACKING_URI=face_aware_store)
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = {Path(r["path"]).name: r for r in pd.read_parquet(tmp_path / "out.parquet").to_dict("records")}
-    assert list(rows["photo.jpg"]["warnings"]) == [JPEG_WARNING]
-    assert list(rows["photo.png"]["warnings"]) == [] and list(rows["other.png"]["warnings"]) == []
-    assert list(rows["small.png"]["warnings"]) == [SMALL_WARNING]
+    assert {name: list(rows[name]["warnings"]) for name in EXPECTED} == EXPECTED
+    assert list(rows["other.png"]["warnings"]) == [NO_FACE]  # random pixels
     assert pd.isna(rows["tiny.png"]["label"]) and "16x16 px, too small to judge" in rows["tiny.png"]["error"]

@@ -111,6 +111,7 @@ def test_bad_params_raise_params_error_naming_the_key(tmp_path, raw_params, muta
         ("train", "precision", "fp8", "auto, fp32, bf16 or fp16"),
         ("train", "num_workers", "many", "int or auto"),
         ("train", "num_workers", 1.5, "int or auto"),
+        ("data", "face_detector", "dlib", "mtcnn or haar"),
     ],
 )
 def test_a_value_outside_a_literal_names_the_key_the_value_and_the_choices(
@@ -133,9 +134,9 @@ def literal_fields() -> dict[str, object]:
 
 def test_every_literal_field_accepts_each_of_its_choices():
     params = Params.load(PARAMS_YAML)
-    # faces, face_summary, split mode, input_filter, forensic_mix, finetune, optimizer, lr_schedule, launcher,
-    # device, precision
-    assert len(literal_fields()) == 11
+    # faces, face_detector, face_summary, split mode, input_filter, forensic_mix, finetune, optimizer,
+    # lr_schedule, launcher, device, precision
+    assert len(literal_fields()) == 12
     for dotted, hint in literal_fields().items():
         for choice in typing.get_args(hint):
             assert params.with_overrides({dotted: choice}).flat()[dotted] == choice

@@ -144,6 +144,36 @@ def test_uploads_outside_the_validated_range_are_flagged_and_tiny_ones_refused(m
     assert not any("demo model" in w.value for w in app.warning)
 
 
+def test_a_picture_that_is_not_a_face_is_flagged_by_a_whole_picture_model(
+    monkeypatch, tmp_path, lossless_only_model_dir
+):
+    """A whole-picture model (data.min_face_share 0.1, MTCNN) judges each upload but says so when no face is
+    found or the face is small in the picture, and points to 'Find the faces'; a face that fills it: no caveat."""
+    import io
+
+    from helpers_faces import background, lfw_faces
+    from PIL import Image
+
+    def png(image) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    face = lfw_faces()[0][0].resize((64, 64), Image.BICUBIC)
+    far = background(320, 320, seed=5)
+    far.paste(face, (200, 40))
+    model = copy_with_config(lossless_only_model_dir, tmp_path / "whole", face_detector="mtcnn", min_face_share=0.1)
+    app = start(monkeypatch, str(model))
+    files = [(name, png(image), "image/png") for name, image in
+             (("face.png", face), ("far.png", far), ("wall.png", background(200, 150, seed=3)))]  # fmt: skip
+    app = upload(app, files)
+    assert len(app.subheader) == 3  # each still gets its verdict
+    caveats = [c.value for c in app.caption if c.value.startswith("⚠️")]
+    assert len(caveats) == 2
+    assert "the largest face fills 3% of the picture" in caveats[0] and "no face found" in caveats[1]
+    assert all("the app's 'Find the faces'" in caveat for caveat in caveats)
+
+
 def test_demo_model_says_so_on_the_page_and_in_the_card(monkeypatch, tmp_path, lossless_only_model_dir):
     app = start(monkeypatch, str(copy_with_config(lossless_only_model_dir, tmp_path / "demo", demo=True)))
     assert any("demo model trained on the built-in sample faces" in w.value for w in app.warning)

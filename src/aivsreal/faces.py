@@ -3,18 +3,22 @@
 In crop mode the split stage trains on the faces it finds (split.crop_faces), and every interface
 (Predictor.answer: the server, the CLI, the app, Spark) finds the faces of a picture, crops each
 square with `data.face_margin` and judges each one; the picture's own label follows
-`data.face_summary`. The choice travels in the model's config.json. The detector is OpenCV's Haar
-cascade for frontal faces.
+`data.face_summary`. The choice travels in the model's config.json. A whole-picture model finds
+the faces too, once per picture, only to warn when the picture is not a face (whole_picture_warning).
 
-Why this detector: its model (`haarcascade_frontalface_default.xml`) ships inside the
-opencv-python-headless wheel (`cv2.data.haarcascades`), so it runs offline and nothing is ever
-downloaded; MediaPipe 1.2.2's wheel ships no face model, and OpenCV's DNN detectors (YuNet, the
-res10 SSD) need model files fetched separately. Measured recall and time per image:
-benchmarks/RESULTS.md, "Face finding".
+Two detectors, `data.face_detector` (it travels in config.json too):
+- `mtcnn` (the default): MTCNN (Zhang et al. 2016) as facenet-pytorch implements it, with its three
+  small networks' weights inside the wheel (`facenet_pytorch/data/{pnet,rnet,onet}.pt`), run by our
+  PyTorch. The wheel pins an old torch, numpy and Pillow it does not need: it is installed with
+  `pip install --no-deps` (requirements-nodeps.txt; `make setup` does it).
+- `haar`: OpenCV's Haar cascade for frontal faces (`haarcascade_frontalface_default.xml`, inside the
+  opencv-python-headless wheel), the fallback and the detector of models saved before the choice.
+Nothing is ever downloaded: MediaPipe 1.2.2's wheel ships no face model, OpenCV's DNN detectors
+(YuNet, the res10 SSD) and RetinaFace packages fetch their model files. Measured recall, false boxes
+and time per image: benchmarks/RESULTS.md, "Face finding".
 
-A box is (left, top, width, height) in the pixels of the image as given. The detector looks at a
-grey copy with a replicated border (a face that fills the whole frame, as in a face crop, has no
-margin for the cascade's window otherwise), shrunk first when large.
+A box is (left, top, width, height) in the pixels of the image as given. Large images are shrunk
+first (boxes are scaled back).
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class FaceBox:
 
 
 class FaceFinder:
-    """Frontal faces in a PIL image, largest first.
+    """Frontal faces in a PIL image, largest first, by OpenCV's Haar cascade (`data.face_detector: haar`).
 
     min_side: the smallest face reported, in pixels of the image as given; border: the replicated
     margin added around the image, as a fraction of its larger side; max_side: images larger than
@@ -58,6 +62,7 @@ class FaceFinder:
         self, min_side: int = 32, border: float = 0.25, max_side: int = 1024, scale_factor: float = 1.1,
         min_neighbors: int = 8,
     ):  # fmt: skip
+        self.name = "haar"
         self._local = threading.local()
         _ = self.cascade  # loads now: a broken install fails here, not at the first image
         self.min_side, self.border, self.max_side = min_side, border, max_side
@@ -102,6 +107,75 @@ class FaceFinder:
         return sorted(boxes, key=lambda box: box.width * box.height, reverse=True)
 
 
+MTCNN_INSTALL = "pip install --no-deps facenet-pytorch==2.6.0 (requirements-nodeps.txt; make setup does it)"
+
+
+class MtcnnFinder:
+    """Faces in a PIL image, largest first, by MTCNN (`data.face_detector: mtcnn`; facenet-pytorch's
+    implementation and weights, run on the CPU).
+
+    min_side: the smallest face reported, in pixels of the image as given (also the network
+    pyramid's smallest face, so small values cost time); max_side: larger images are shrunk first;
+    min_probability: boxes the last network scores lower are dropped; border: a replicated margin
+    added around the image, as a fraction of its larger side (0: none); thresholds: the three networks'
+    candidate scores (facenet-pytorch's are 0.6, 0.7, 0.7); factor: the image pyramid's step (0.709
+    there: 0.6 is about twice as fast for the same recall on face crops). benchmarks/faces.py measured
+    the values: benchmarks/RESULTS.md, "Face finding"."""
+
+    def __init__(
+        self, min_side: int = 32, max_side: int = 1024, min_probability: float = 0.9, border: float = 0.0,
+        thresholds: tuple[float, float, float] = (0.7, 0.8, 0.8), factor: float = 0.6,
+    ):  # fmt: skip
+        try:
+            from facenet_pytorch import MTCNN
+        except ImportError as error:
+            raise RuntimeError(f"data.face_detector: mtcnn needs facenet-pytorch: {MTCNN_INSTALL}; "
+                               "or choose data.face_detector: haar") from error  # fmt: skip
+        self.name = "mtcnn"
+        self.min_side, self.max_side, self.min_probability, self.border = min_side, max_side, min_probability, border
+        self._mtcnn = MTCNN(keep_all=True, min_face_size=max(12, min_side), thresholds=list(thresholds),
+                            factor=factor, device="cpu", post_process=False)  # fmt: skip
+
+    def find(self, image: Image.Image) -> list[FaceBox]:
+        scale = min(1.0, self.max_side / max(image.size))
+        rgb = image.convert("RGB")
+        if scale < 1.0:
+            rgb = rgb.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+        pad = round(self.border * max(rgb.size))
+        if pad:
+            import cv2
+
+            rgb = Image.fromarray(cv2.copyMakeBorder(np.asarray(rgb), pad, pad, pad, pad, cv2.BORDER_REPLICATE))
+        smallest = max(12, round(self.min_side * scale))
+        import torch
+        from facenet_pytorch.models.utils.detect_face import detect_face
+
+        mtcnn = self._mtcnn
+        with torch.no_grad():  # detect_face, not MTCNN.detect: the smallest face varies per call, threads share it
+            batch_boxes, _ = detect_face(rgb, smallest, mtcnn.pnet, mtcnn.rnet, mtcnn.onet, mtcnn.thresholds,
+                                         mtcnn.factor, mtcnn.device)  # fmt: skip
+        found = []
+        for box in np.asarray(batch_boxes[0]).reshape(-1, 5):
+            if box[4] < self.min_probability:
+                continue
+            left, top = max(0.0, (box[0] - pad) / scale), max(0.0, (box[1] - pad) / scale)
+            right = min(float(image.width), (box[2] - pad) / scale)
+            bottom = min(float(image.height), (box[3] - pad) / scale)
+            if right - left >= self.min_side / 2 and bottom - top >= self.min_side / 2:  # mostly inside the image
+                found.append(FaceBox(round(left), round(top), round(right - left), round(bottom - top)))
+        return sorted(found, key=lambda box: box.width * box.height, reverse=True)
+
+
+DETECTORS = {"mtcnn": MtcnnFinder, "haar": FaceFinder}  # data.face_detector
+
+
+def make_finder(name: str = "mtcnn", **options) -> FaceFinder | MtcnnFinder:
+    """The detector `data.face_detector` names; options go to its constructor."""
+    if name not in DETECTORS:
+        raise ValueError(f"face detector must be one of {', '.join(DETECTORS)}, got {name!r}")
+    return DETECTORS[name](**options)
+
+
 def square_crop(image: Image.Image, box: FaceBox, margin: float = 0.25) -> Image.Image:
     """The face as a square: the box's larger side plus `margin` of it on every side, centred on the
     box and moved (not shrunk) to stay inside the image where it can."""
@@ -114,6 +188,25 @@ def square_crop(image: Image.Image, box: FaceBox, margin: float = 0.25) -> Image
 
 
 NO_FACE_WARNING = "no face found: not judged (the model judges faces: crop the face, or judge the whole picture)"
+FIND_FACES_ADVICE = "find the faces first (CLI --faces, the app's 'Find the faces')"
+
+
+def whole_picture_warning(image: Image.Image, boxes: list[FaceBox], min_share: float) -> str | None:
+    """A whole-picture model's warning for a picture that is not a face: none found, or the largest face's
+    box covers less than `min_share` of the picture (on facebench's 256 px face crops, the kind of picture
+    such a model is trained on, MTCNN's box covers 16-51 %). None when the picture is a face."""
+    if not boxes:
+        return (
+            f"no face found: this model judges pictures of one face, its answer here says little; {FIND_FACES_ADVICE}"  # noqa: E501
+        )
+    share = boxes[0].width * boxes[0].height / (image.width * image.height)
+    if share >= min_share:
+        return None
+    return (f"the largest face fills {share:.0%} of the picture (this model judges pictures the face fills, "
+            f"warned below {min_share:.0%}): its answer is about the picture, not the face; "
+            f"{FIND_FACES_ADVICE}")  # fmt: skip
+
+
 SUMMARY_RULES = ("any", "all")  # image-level verdict: positive class if any face / every face is judged so
 
 

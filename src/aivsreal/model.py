@@ -68,6 +68,8 @@ class ModelConfig:
     onnx_file: str = ""  # the network exported beside the weights for ONNX Runtime (engines.py); "" = none
     int8_file: str = ""  # its int8 quantised copy (model.int8: true), the default engine when present; "" = none
     faces: str = "whole"  # "whole": judge the picture as given | "crop": find the faces, judge each (faces.py)
+    face_detector: str = "haar"  # faces.DETECTORS; models saved before the choice found faces with the Haar cascade
+    min_face_share: float = 0.0  # whole: warn when the largest face found fills less of the picture; 0 = never look
     face_margin: float = 0.25  # crop: margin around a face box on every side, share of its side
     face_summary: str = "any"  # crop: the picture's label is AI if "any" face / "all" faces are
     forensic: str = ""  # two-expert model: sub-folder of the forensic expert that judges originals (experts.py)
@@ -85,6 +87,7 @@ class ModelConfig:
             max_confidence=params.calibration.max_confidence,
             warn_accuracy_drop=params.calibration.warn_accuracy_drop,
             faces=params.data.faces, face_margin=params.data.face_margin, face_summary=params.data.face_summary,
+            face_detector=params.data.face_detector, min_face_share=params.data.min_face_share,
             arch=m.arch,
         )  # fmt: skip
         if config.arch != "resnet18":  # a timm encoder: its own mean/std, built for train.image_size

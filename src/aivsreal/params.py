@@ -34,6 +34,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # train.precision (hardware.py resolves auto per device)
 FaceMode = Literal["whole", "crop"]  # data.faces: judge the whole picture, or each face found in it (faces.py)
 ForensicMix = Literal["alone", "mean"]  # model.forensic_mix: the forensic expert alone on originals, or both averaged
+FaceDetector = Literal["mtcnn", "haar"]  # data.face_detector (faces.DETECTORS)
 FaceSummary = Literal["any", "all"]  # data.face_summary: the picture is AI if any face / every face is
 SplitMode = Literal["auto", "random", "given"]  # split.mode: the data's own train/val/test folders, or a random split
 THRESHOLD_RULES = ("youden", "max_accuracy")  # calibration.threshold_rule: one of these,
@@ -46,6 +47,8 @@ class DataParams:
     class_names: list[str]
     class_map: dict[str, str]  # folder name -> class name ({fake: ai, real: real}); {} = folders named as the classes
     faces: FaceMode
+    face_detector: FaceDetector  # crop mode's detector, and whole mode's for the not-a-face warning
+    min_face_share: float  # whole mode: warn when the largest face found fills less of the picture (0 = never look)
     face_margin: float  # crop mode: margin added on every side of a face box, as a share of its side
     face_summary: FaceSummary
 
@@ -241,6 +244,9 @@ class Params:
             raise ParamsError(f"calibration.min_temperature must be in (0, 20], got {self.calibration.min_temperature}")
         if not 0.5 < self.calibration.max_confidence <= 1:
             raise ParamsError(f"calibration.max_confidence must be in (0.5, 1], got {self.calibration.max_confidence}")
+        if not 0 <= self.data.min_face_share <= 1:
+            share = self.data.min_face_share
+            raise ParamsError(f"data.min_face_share must be in [0, 1] (of the picture's area), got {share}")
         if not 0 <= self.data.face_margin <= 2:
             raise ParamsError(f"data.face_margin must be in [0, 2] (of the face side), got {self.data.face_margin}")
         if self.model.min_side < 1:

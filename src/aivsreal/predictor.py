@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -133,19 +134,37 @@ class Predictor:
 
     @property
     def face_finder(self):
-        """The face detector (crop mode), made on first use: loading the cascade takes a moment."""
+        """The model's face detector (config.face_detector), made on first use: loading it takes a moment.
+        A whole-picture model whose detector is not installed (MTCNN's facenet-pytorch) looks with the
+        Haar cascade instead and logs so: it only looks to warn. A crop-mode model needs its own detector."""
         if self._finder is None:
-            from aivsreal.faces import FaceFinder
+            from aivsreal.faces import make_finder
 
-            self._finder = FaceFinder()
+            try:
+                self._finder = make_finder(self.config.face_detector)
+            except RuntimeError as error:
+                if self.config.faces == "crop":
+                    raise
+                logging.getLogger(__name__).warning("%s; the not-a-face warning looks with the Haar cascade", error)
+                self._finder = make_finder("haar")
         return self._finder
 
     def answer(self, images: list[Image.Image], faces: str | None = None, batch_size: int = 64) -> list[dict]:
         """What every interface answers for each picture, by the model's `faces` mode (or `faces` given):
-        "whole", predict_records' record for the picture; "crop", its faces found and each one judged,
-        with the picture's label by `face_summary` (faces.image_answer: the record plus `faces`)."""
+        "whole", predict_records' record for the picture, plus a warning when the picture is not a face
+        (faces.whole_picture_warning: no face found, or the largest fills less than config.min_face_share;
+        the faces are found once per picture, and only by a model with a min_face_share); "crop", its faces
+        found and each one judged, with the picture's label by `face_summary` (faces.image_answer: the
+        record plus `faces`)."""
         if (faces or self.config.faces) != "crop":
-            return self.predict_records(images, batch_size)
+            records = self.predict_records(images, batch_size)
+            if self.config.min_face_share > 0:
+                from aivsreal.faces import find_faces, whole_picture_warning
+
+                for record, image, boxes in zip(records, images, find_faces(self.face_finder, images)):
+                    warning = whole_picture_warning(image, boxes, self.config.min_face_share)
+                    record["warnings"] += [warning] if warning else []
+            return records
         from aivsreal.faces import judge_images
 
         margin, rule = self.config.face_margin, self.config.face_summary

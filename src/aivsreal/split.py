@@ -322,20 +322,22 @@ def crop_faces(
     max_pixels: int,
     finder=None,
     root: Path | None = None,
+    detector: str = "mtcnn",
 ) -> tuple[dict[str, list[ImageRecord]], list[Rejected], list[FileFaces]]:
     """Crop mode: every face of every file, cropped square with `margin` and saved as a lossless PNG
     under out_dir/<split>/<label>/ (the file's pixels, never resized), each crop in its file's split.
 
     The split is made on files first, exactly as in whole mode, so a file's split never depends on
     the detector and every face of a file lands in the same split. Files with no face found are
-    left out (NO_FACE). Returns the crops' manifests, the left-out files and what was found per file."""
+    left out (NO_FACE). The faces are found by `finder`, else by the `detector` named.
+    Returns the crops' manifests, the left-out files and what was found per file."""
     import json
     import shutil
     from concurrent.futures import ThreadPoolExecutor
 
-    from aivsreal.faces import FaceFinder, square_crop
+    from aivsreal.faces import make_finder, square_crop
 
-    finder = finder or FaceFinder()
+    finder = finder or make_finder(detector)  # data.face_detector
     shutil.rmtree(out_dir, ignore_errors=True)  # crops of an earlier run are never mixed in
     out_dir.mkdir(parents=True)
 

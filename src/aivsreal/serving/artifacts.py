@@ -43,10 +43,13 @@ def model_files(model_dir: Path) -> dict[str, str]:
 
 def pip_requirements(arch: str = "resnet18") -> list[str]:
     """What a served copy of the model needs; versions match the training environment. A timm encoder
-    (`arch` other than resnet18) needs timm to rebuild the network."""
+    (`arch` other than resnet18) needs timm to rebuild the network. OpenCV finds faces (faces.py: the
+    Haar cascade); MTCNN's facenet-pytorch cannot be listed (its pins exclude this torch: pip could not
+    resolve the environment), so a copy served in a fresh environment needs `pip install --no-deps
+    facenet-pytorch==2.6.0` for a crop-mode MTCNN model; a whole-picture model looks with the cascade."""
     from importlib.metadata import PackageNotFoundError, version
 
-    names = ["torch", "torchvision", "mlflow", "pillow", "pandas", "numpy", "onnxruntime"]
+    names = ["torch", "torchvision", "mlflow", "pillow", "pandas", "numpy", "onnxruntime", "opencv-python-headless"]
     names += ["timm"] if arch != "resnet18" else []
     pins = []
     for name in names:

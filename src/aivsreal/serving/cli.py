@@ -7,12 +7,14 @@ python -m aivsreal.serving.cli --model models:/ai-vs-real/3 --json *.png    # on
 python -m aivsreal.serving.cli --csv photos/ > scores.csv
 python -m aivsreal.serving.cli --faces group.jpg                   # find the faces, judge each one
 
-A model trained with `data.faces: crop` finds the faces of each image (OpenCV's bundled Haar
-cascade, faces.py), crops each square with a margin and judges each one: one answer per face with
+A model trained with `data.faces: crop` finds the faces of each image (its `data.face_detector`:
+MTCNN or OpenCV's Haar cascade, faces.py), crops each square with a margin and judges each one: one answer per face with
 its box, and the image's label by the model's `face_summary` (any: AI if any face is judged AI;
 all: only if every face is). An image with no face found gets a warning, not a verdict.
 --faces does the same with any model (one trained on face crops judges the faces of a group
-photo); --whole judges the whole picture whatever the model says.
+photo); --whole judges the whole picture whatever the model says. A whole-picture answer carries a
+warning when no face is found in the picture or the largest fills less than the model's
+`data.min_face_share` of it: such a model was trained on pictures a face fills.
 
 The registered model is looked up in MLFLOW_TRACKING_URI, else in the project this is run from
 (the nearest folder above holding dvc.yaml), else in the project the package was installed from;
