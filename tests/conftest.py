@@ -20,21 +20,31 @@ def venv_on_path():
     os.environ["PATH"] = old
 
 
+@contextlib.contextmanager
+def mlflow_uris_kept():
+    """MLflow's set_tracking_uri/set_registry_uri keep module globals and export MLFLOW_* variables
+    (set_registry_uri(None) never takes its variable back): undo both on the way out, so a store
+    pointed at inside cannot answer for a later MlflowClient."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    try:
+        yield
+    finally:
+        if "mlflow" in sys.modules:
+            import mlflow
+
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)
+        for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def mlflow_uris_restored():
-    """MLflow's set_tracking_uri/set_registry_uri keep module globals and export MLFLOW_* variables
-    (set_registry_uri(None) never takes its variable back): undo both after every test, so a store
-    one test points at cannot answer for another's MlflowClient."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-    yield
-    if "mlflow" in sys.modules:
-        import mlflow
-
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
-    for name in [k for k in os.environ if k.startswith("MLFLOW_")]:
-        del os.environ[name]
-    os.environ.update(saved)
+    """Every test leaves MLflow's URIs as it found them. Module and session fixtures set up before this
+    snapshot: they must use `mlflow_uris_kept` themselves."""
+    with mlflow_uris_kept():
+        yield
 
 
 @pytest.fixture(scope="session")

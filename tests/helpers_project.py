@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 import yaml
-from conftest import PROJECT, isolated_env
+from conftest import PROJECT, isolated_env, mlflow_uris_kept
 
 # A few dozen 32-pixel images, two epochs: the whole pipeline in about a minute.
 TINY = {
@@ -71,11 +71,15 @@ def tiny_project(repo: Path) -> dict:
 
 
 def training_run(repo: Path, uri: str) -> dict:
-    """The run that trained `repo`'s models/model and the version it registered, as the stages find it."""
+    """The run that trained `repo`'s models/model and the version it registered, as the stages find it.
+
+    Leaves MLflow's URIs as it found them: called from a module fixture, whose setup runs before conftest's
+    per-test reset takes its snapshot, a URI left behind would answer for every later MlflowClient."""
     import mlflow
 
     from aivsreal import tracking
 
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return tracking.training_run(repo / "models" / "model", "ai-vs-real", "ai-vs-real")
+    with mlflow_uris_kept():
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        return tracking.training_run(repo / "models" / "model", "ai-vs-real", "ai-vs-real")
