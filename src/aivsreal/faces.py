@@ -193,8 +193,9 @@ FIND_FACES_ADVICE = "find the faces first (CLI --faces, the app's 'Find the face
 
 def whole_picture_warning(image: Image.Image, boxes: list[FaceBox], min_share: float) -> str | None:
     """A whole-picture model's warning for a picture that is not a face: none found, or the largest face's
-    box covers less than `min_share` of the picture (on facebench's 256 px face crops, the kind of picture
-    such a model is trained on, MTCNN's box covers 16-51 %). None when the picture is a face."""
+    box covers less than `min_share` of the picture. On facebench's 256 px face crops, the kind of picture
+    such a model is trained on, MTCNN's box covers a median 22-52 % per source and class, under 15 % in
+    0.6 % of them (benchmarks/RESULTS.md "Face finding"). None when the picture is a face."""
     if not boxes:
         return (
             f"no face found: this model judges pictures of one face, its answer here says little; {FIND_FACES_ADVICE}"  # noqa: E501
