@@ -118,13 +118,13 @@ class MtcnnFinder:
     pyramid's smallest face, so small values cost time); max_side: larger images are shrunk first;
     min_probability: boxes the last network scores lower are dropped; border: a replicated margin
     added around the image, as a fraction of its larger side (0: none); thresholds: the three networks'
-    candidate scores (facenet-pytorch's are 0.6, 0.7, 0.7); factor: the image pyramid's step (0.709
-    there: 0.6 is about twice as fast for the same recall on face crops). benchmarks/faces.py measured
-    the values: benchmarks/RESULTS.md, "Face finding"."""
+    candidate scores; factor: the image pyramid's step (both facenet-pytorch's defaults: a coarser step or
+    stricter candidates missed more covered faces). benchmarks/faces.py measured the values:
+    benchmarks/RESULTS.md, "Face finding"."""
 
     def __init__(
-        self, min_side: int = 32, max_side: int = 1024, min_probability: float = 0.9, border: float = 0.0,
-        thresholds: tuple[float, float, float] = (0.7, 0.8, 0.8), factor: float = 0.6,
+        self, min_side: int = 28, max_side: int = 1024, min_probability: float = 0.9, border: float = 0.0,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
     ):  # fmt: skip
         try:
             from facenet_pytorch import MTCNN
