@@ -327,6 +327,21 @@ def expert_paragraph(tested: dict) -> list:
     )]  # fmt: skip
 
 
+def chosen_weights(trained: dict) -> str:
+    """Which weights the model kept: the best validation epoch, or the average of several (train.swa_start)."""
+    best = (
+        f"{trained['best_epoch']} of {trained['epochs_run']} (validation loss {trained['best_val_loss']:.4f}, "
+        f"validation accuracy {trained['best_val_accuracy']:.4f})"
+    )
+    averaged = trained.get("averaged_epochs") or []  # absent in metrics written before train.swa_start
+    if averaged:
+        return (
+            f"Weights averaged over epochs {averaged[0]}-{averaged[-1]} of {trained['epochs_run']} (stochastic "
+            f"weight averaging, batch-norm statistics recomputed); the best single epoch was {best}."
+        )
+    return f"Best epoch {best}."
+
+
 def build_blocks(params, split, trained, tested, digest: str, figures):
     class_names = params.data.class_names
     counts = split["counts"]
@@ -361,9 +376,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
             f"{params.train.lr:g}, {params.train.lr_schedule} schedule), batch {params.train.batch_size}, "
             f"{params.train.image_size} px training crops, "
             f"{params.train.eval_size or params.train.image_size} px at inference, input "
-            f"{INPUT_FILTERS[params.model.input_filter].description}. Best epoch "
-            f"{trained['best_epoch']} of {trained['epochs_run']} (validation loss {trained['best_val_loss']:.4f}, "
-            f"validation accuracy {trained['best_val_accuracy']:.4f})."
+            f"{INPUT_FILTERS[params.model.input_filter].description}. {chosen_weights(trained)}"
         ),
         Figure(figures / "training_curves.png", "Loss and accuracy per epoch"),
         Heading("Test metrics"),

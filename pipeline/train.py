@@ -107,6 +107,7 @@ def run_stage(params, context: distributed.Context) -> None:
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "stopped_early": result.stopped_early,
+            "averaged_epochs": result.averaged_epochs,  # train.swa_start: the model is these epochs' mean weights
             "best_val_loss": best["val_loss"],
             "best_val_accuracy": best["val_accuracy"],
             "train_accuracy_at_best": best["train_accuracy"],

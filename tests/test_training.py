@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import pytest
@@ -221,3 +222,96 @@ def test_training_with_cutmix_runs_and_differs_and_refuses_the_source_losses(row
     params = Params.load(PROJECT / "params.yaml")
     with pytest.raises(ParamsError, match="cutmix_prob mixes the labels of a batch"):
         params.with_overrides({"train.cutmix_prob": 0.5, "train.source_balance": True})
+
+
+def test_mixstyle_keeps_each_images_content_and_gives_it_statistics_mixed_within_the_batch():
+    from aivsreal.training import mix_styles
+
+    torch.manual_seed(0)
+    features = torch.randn(8, 4, 6, 6) * torch.arange(1, 9).view(8, 1, 1, 1) + torch.arange(8).view(8, 1, 1, 1)
+    mixed = mix_styles(features, alpha=0.1)
+
+    def normalised(x):
+        return (x - x.mean((2, 3), keepdim=True)) / x.std((2, 3), keepdim=True)
+
+    assert torch.allclose(normalised(mixed), normalised(features), atol=1e-3)  # the content stays
+    means, new_means = features.mean((2, 3)), mixed.mean((2, 3))
+    assert not torch.allclose(new_means, means, atol=1e-2)  # some images took another's statistics
+    low, high = means.min(0).values, means.max(0).values  # a mix stays within the batch's own range
+    assert ((new_means >= low - 1e-4) & (new_means <= high + 1e-4)).all()
+
+
+def test_mixstyle_acts_only_on_training_steps_and_leaves_no_hook_behind():
+    from torchvision.models import resnet18
+
+    from aivsreal.training import StyleMix
+
+    model, inputs = resnet18(weights=None), torch.rand(4, 3, 32, 32)
+    model.eval()
+    evaluated, weights = model(inputs), copy.deepcopy(model.state_dict())
+    model.train()
+    trained = model(inputs)  # batch statistics: deterministic for the same inputs (running ones move)
+
+    state = torch.get_rng_state()
+    off = StyleMix.attach(model, 0.0, 0.1)
+    assert off.hooks == [] and torch.equal(model(inputs), trained) and torch.equal(torch.get_rng_state(), state)
+
+    mix = StyleMix.attach(model, 1.0, 0.1)
+    assert not torch.allclose(model(inputs), trained)
+    model.load_state_dict(weights)
+    model.eval()
+    assert torch.equal(model(inputs), evaluated)  # validation and inference: the plain network
+    mix.close()
+    model.train()
+    assert torch.equal(model(inputs), trained)
+    assert not any(getattr(model, stage)._forward_hooks for stage in StyleMix.STAGES)
+
+
+def test_training_with_mixstyle_runs_and_differs_and_needs_the_whole_resnet_trained(rows):
+    plain, mixed = train(tiny_params(), *rows), train(tiny_params(mixstyle_prob=1.0), *rows)
+    assert [h["train_loss"] for h in plain.history] != [h["train_loss"] for h in mixed.history]
+    assert not any(getattr(mixed.model, stage)._forward_hooks for stage in ("layer1", "layer2", "layer3"))
+    params = Params.load(PROJECT / "params.yaml")
+    for overrides in ({"train.finetune": "layer4"}, {"train.finetune": "head"}):
+        with pytest.raises(ParamsError, match="mixstyle_prob mixes the statistics"):
+            params.with_overrides({"train.mixstyle_prob": 0.5} | overrides)
+    with pytest.raises(ParamsError, match="mixstyle_alpha must be > 0"):
+        params.with_overrides({"train.mixstyle_alpha": 0.0})
+
+
+def test_weight_averaging_returns_the_mean_of_the_epochs_weights_with_batch_norm_recomputed(rows, monkeypatch):
+    from torch.optim.swa_utils import AveragedModel
+
+    seen = []  # the weights handed to the average at the end of each averaged epoch (the real method still runs)
+    real_update = AveragedModel.update_parameters
+
+    def spy(self, model):
+        seen.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return real_update(self, model)
+
+    monkeypatch.setattr(AveragedModel, "update_parameters", spy)
+    params = tiny_params(epochs=3)
+    plain = train(params, *rows)
+    averaged = train(dataclasses.replace(params, train=dataclasses.replace(params.train, swa_start=2)), *rows)
+    assert plain.averaged_epochs == [] and averaged.averaged_epochs == [2, 3] and len(seen) == 2
+    assert [h["train_loss"] for h in averaged.history] == [h["train_loss"] for h in plain.history]  # same run
+    weights = averaged.model.state_dict()
+    for name in ("conv1.weight", "layer4.1.conv2.weight", "fc.0.weight"):
+        assert torch.allclose(weights[name], (seen[0][name] + seen[1][name]) / 2, atol=1e-6)
+    bn = "layer1.0.bn1.running_mean"  # recomputed over the training images for the averaged weights
+    assert not torch.allclose(weights[bn], seen[1][bn]) and not torch.allclose(weights[bn], seen[0][bn])
+    with pytest.raises(ParamsError, match="swa_start must be an epoch"):
+        Params.load(PROJECT / "params.yaml").with_overrides({"train.swa_start": 1000})
+    with pytest.raises(ParamsError, match="swa_start recomputes batch-norm"):
+        Params.load(PROJECT / "params.yaml").with_overrides({"train.swa_start": 1, "train.finetune": "head"})
+
+
+def test_the_report_says_when_the_weights_are_an_average_of_epochs(monkeypatch):
+    monkeypatch.syspath_prepend(str(PROJECT))  # pipeline/ is the project's stage package, not installed
+    from pipeline.report import chosen_weights
+
+    trained = {"best_epoch": 3, "epochs_run": 5, "best_val_loss": 0.5, "best_val_accuracy": 0.75}
+    assert chosen_weights(trained) == chosen_weights(trained | {"averaged_epochs": []})
+    assert chosen_weights(trained).startswith("Best epoch 3 of 5")
+    averaged = chosen_weights(trained | {"averaged_epochs": [4, 5]})
+    assert "averaged over epochs 4-5 of 5" in averaged and "best single epoch was 3 of 5" in averaged

@@ -108,6 +108,9 @@ class TrainParams:
     cutmix_prob: float  # probability that a training batch is CutMix'ed (patches swapped between its images)
     source_balance: bool  # weight the loss so every (source, class) group counts alike
     source_adversarial: float  # strength of the class-conditional source adversary (0 = off)
+    mixstyle_prob: float  # probability that a ResNet stage's output gets another image's feature statistics (MixStyle)
+    mixstyle_alpha: float  # Beta(alpha, alpha) draws each image's mixing weight
+    swa_start: int  # average the weights of every epoch from this one on (stochastic weight averaging); 0 = off
     hflip: bool
     random_crop: bool
     blur_prob: float
@@ -275,6 +278,25 @@ class Params:
             )
         if self.train.cutmix_prob > 0 and self.train.finetune == "head":
             raise ParamsError("train.cutmix_prob needs images in each step: set train.finetune to layer4 or all")
+        if not 0 <= self.train.mixstyle_prob <= 1:
+            raise ParamsError(f"train.mixstyle_prob must be a probability in [0, 1], got {self.train.mixstyle_prob}")
+        if self.train.mixstyle_alpha <= 0:
+            raise ParamsError(f"train.mixstyle_alpha must be > 0 (Beta distribution), got {self.train.mixstyle_alpha}")
+        if self.train.mixstyle_prob > 0 and (self.train.finetune != "all" or self.model.arch != "resnet18"):
+            raise ParamsError(
+                "train.mixstyle_prob mixes the statistics of ResNet18's first stages, which only train with "
+                "model.arch: resnet18 and train.finetune: all; set mixstyle_prob: 0 otherwise"
+            )
+        if not 0 <= self.train.swa_start <= self.train.epochs:
+            raise ParamsError(
+                f"train.swa_start must be an epoch from 1 to train.epochs ({self.train.epochs}), or 0 = off; "
+                f"got {self.train.swa_start}"
+            )
+        if self.train.swa_start and (self.train.finetune == "head" or self.train.launcher == "torchrun"):
+            raise ParamsError(
+                "train.swa_start recomputes batch-norm statistics over the training images in one process: "
+                "set train.finetune to layer4 or all and train.launcher: single, or swa_start: 0"
+            )
         if not 0 <= self.model.dropout < 1:
             raise ParamsError(f"model.dropout must be in [0, 1), got {self.model.dropout}")
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel, update_bn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torchvision.transforms import v2
 from tqdm import tqdm
@@ -149,6 +150,7 @@ class TrainResult:
     best_epoch: int = 0
     stopped_early: bool = False
     precision: str = "fp32"  # train.precision as resolved for the device (hardware.py)
+    averaged_epochs: list[int] = field(default_factory=list)  # train.swa_start: the epochs whose weights were averaged
     num_workers: int = 0  # train.num_workers as resolved
 
 
@@ -172,6 +174,7 @@ def train(
     steps = StepSettings.resolve(p.precision, p.num_workers, context.device, context.world_size)
     seed_everything(p.seed)
     model, config = make_model(params)
+    averaged = AveragedModel(model) if p.swa_start else None  # before any training hook: the copy carries none
     optimizer = make_optimizer(model, p)
     train_rows = subsample(train_rows, p.train_fraction, p.seed)
     eval_tf = config.eval_transform()
@@ -188,6 +191,7 @@ def train(
         optimizer,
         context.device,
     )
+    style_mix = StyleMix.attach(model, p.mixstyle_prob, p.mixstyle_alpha)
     steps.prepare(model)
     trained = model  # what each step runs: the whole network, or only the head on cached features
     if p.finetune == "head":
@@ -228,6 +232,9 @@ def train(
         row = epoch_row(epoch, sum_across(context, *train_sums, *val_sums), optimizer, started)
         result.history.append(row)
         improved = stopping.update(epoch, row["val_loss"], model)
+        if averaged is not None and epoch >= p.swa_start:
+            averaged.update_parameters(model)
+            result.averaged_epochs.append(epoch)
         if context.is_main:
             log.info(
                 "epoch %d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f | %.1fs%s",
@@ -242,10 +249,30 @@ def train(
             result.stopped_early = True
             break
     source_terms.close()
+    style_mix.close()
     result.best_epoch = stopping.best_epoch
     model.load_state_dict(stopping.best_state)
+    if result.averaged_epochs:
+        use_weight_average(averaged, model, loaders, loss_fn, context, steps, result)
     model.cpu().eval()
     return result
+
+
+def use_weight_average(averaged: AveragedModel, model: nn.Module, loaders: Loaders, loss_fn: nn.Module,
+                       context: Context, steps: StepSettings, result: TrainResult) -> None:  # fmt: skip
+    """train.swa_start: the model becomes the mean of the weights at the end of each epoch from swa_start on
+    (stochastic weight averaging, Izmailov et al. 2018; for unseen domains, SWAD, Cha et al. 2021), with
+    its batch-norm statistics recomputed over one pass of the training images (torch's `update_bn`),
+    instead of the epoch with the best validation loss."""
+    update_bn(loaders.train, averaged, context.device)
+    model.load_state_dict(averaged.module.state_dict())
+    val_loss, correct, seen = sum_across(context, *evaluate_loss(model, loaders.val, loss_fn, context.device, steps))
+    if context.is_main:
+        log.info(
+            "weights averaged over epochs %d-%d: val loss %.4f acc %.3f (best single epoch %d: %.4f)",
+            result.averaged_epochs[0], result.averaged_epochs[-1], val_loss / seen, correct / seen,
+            result.best_epoch, result.history[result.best_epoch - 1]["val_loss"],
+        )  # fmt: skip
 
 
 def make_model(params: Params) -> tuple[nn.Module, ModelConfig]:
@@ -364,6 +391,52 @@ class BatchMix:
         if self.probability == 0 or torch.rand(1).item() >= self.probability:
             return inputs, targets
         return v2.CutMix(num_classes=self.n_classes)(inputs, targets)
+
+
+def mix_styles(features: torch.Tensor, alpha: float) -> torch.Tensor:
+    """MixStyle (Zhou et al., ICLR 2021): each image's feature maps keep their normalised content but take a
+    random convex mix (weight ~ Beta(alpha, alpha)) of their own per-channel mean and standard deviation
+    and those of another image of the batch. The statistics carry no gradient, as in the paper."""
+    mean = features.mean(dim=(2, 3), keepdim=True).detach()
+    std = (features.var(dim=(2, 3), keepdim=True) + 1e-6).sqrt().detach()
+    weight = torch.distributions.Beta(alpha, alpha).sample((len(features), 1, 1, 1)).to(features)
+    partner = torch.randperm(len(features), device=features.device)
+    mixed_mean = weight * mean + (1 - weight) * mean[partner]
+    mixed_std = weight * std + (1 - weight) * std[partner]
+    return (features - mean) / std * mixed_std + mixed_mean
+
+
+@dataclass
+class StyleMix:
+    """train.mixstyle_prob: forward hooks on ResNet18's `layer1`-`layer3` (the paper's placement) that, in
+    training mode and with this probability per stage and step, replace its output by `mix_styles`. A
+    shuffled batch holds several sources, so the network sees faces with another source's feature
+    statistics (colour grading, texture, compression) and cannot lean on them alone. Validation, the saved
+    model and its exports are untouched: `close` removes the hooks. At 0 nothing is attached or drawn."""
+
+    probability: float
+    alpha: float
+    hooks: list = field(default_factory=list)
+
+    STAGES = ("layer1", "layer2", "layer3")
+
+    @classmethod
+    def attach(cls, model: nn.Module, probability: float, alpha: float) -> StyleMix:
+        mix = cls(probability, alpha)
+        if probability > 0:
+            mix.hooks = [getattr(model, stage).register_forward_hook(mix.hook) for stage in cls.STAGES]
+        return mix
+
+    def hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor | None:
+        single = len(output) < 2 or output.shape[2] * output.shape[3] < 2  # no partner, or no spread to measure
+        if not module.training or single or torch.rand(1).item() >= self.probability:
+            return None  # the stage's own output
+        return mix_styles(output, self.alpha)
+
+    def close(self) -> None:
+        for hook in self.hooks:
+            hook.remove()
+        self.hooks.clear()
 
 
 @dataclass
