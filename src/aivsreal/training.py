@@ -251,9 +251,10 @@ def train(
     source_terms.close()
     style_mix.close()
     result.best_epoch = stopping.best_epoch
-    model.load_state_dict(stopping.best_state)
     if result.averaged_epochs:
         use_weight_average(averaged, model, loaders, loss_fn, context, steps, result)
+    else:
+        model.load_state_dict(stopping.best_state)
     model.cpu().eval()
     return result
 
