@@ -1,5 +1,6 @@
 """A dataset as people publish it, through the real `dvc repro`: its own train/valid/test folders kept
-file for file, its own class folder names mapped by data.class_map, and results per source."""
+file for file, its own class folder names mapped by data.class_map, and results per source. The run
+(helpers_team.py) is shared with test_team_server.py, which checks where it logged."""
 
 from __future__ import annotations
 
@@ -8,43 +9,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from helpers_images import encode, random_image
-from helpers_project import STAGES, run, set_params, stages_run, tiny_project, training_run
+from helpers_project import STAGES, run, stages_run, training_run
+from helpers_team import CLASS_MAP
 from mlflow import MlflowClient
 from sklearn.metrics import roc_auc_score
 
-CLASS_MAP = {"fake": "ai", "FAKE": "ai", "real": "real", "REAL": "real"}
 
+def test_given_splits_class_map_and_per_source_results_through_dvc_repro(published_project):
+    repo, env, written = published_project["repo"], published_project["env"], published_project["written"]
 
-def publish(root: Path) -> dict[str, set[str]]:
-    """root/{train,valid,test}/{gan,diffusion}/{fake|FAKE,real|REAL}/: brighter fakes (something to learn),
-    diffusion's folders in upper case as some sets have them. The files written per split, as manifest paths."""
-    written: dict[str, set[str]] = {"train": set(), "val": set(), "test": set()}
-    seed = 0
-    for folder, split, n in (("train", "train", 8), ("valid", "val", 3), ("test", "test", 4)):
-        for source in ("gan", "diffusion"):
-            for name in ("fake", "real"):
-                name = name.upper() if source == "diffusion" else name
-                for i in range(n):
-                    seed += 1
-                    lift = 128 * (name.lower() == "fake")
-                    image = random_image((32, 32), seed).point(lambda v, lift=lift: v // 2 + lift)
-                    path = root / folder / source / name / f"{i}.png"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.write_bytes(encode(image, "PNG"))
-                    written[split].add(f"data/published/{folder}/{source}/{name}/{i}.png")
-    return written
-
-
-def test_given_splits_class_map_and_per_source_results_through_dvc_repro(tmp_path):
-    repo = tmp_path / "project"
-    env = tiny_project(repo)
-    written = publish(repo / "data" / "published")
-    set_params(repo, {"data": {"dir": "data/published", "class_map": CLASS_MAP}})
-
-    output = run(["dvc", "repro"], repo, env)
-
-    assert stages_run(output) == list(STAGES)
+    assert stages_run(published_project["output"]) == list(STAGES)
     for split, files in written.items():  # kept file for file, labels as the model's classes
         rows = list(csv.DictReader((repo / f"data/processed/{split}.csv").open()))
         assert {row["path"] for row in rows} == files
@@ -77,7 +51,7 @@ def test_given_splits_class_map_and_per_source_results_through_dvc_repro(tmp_pat
     worst, scores = next(iter(per_source.items()))
     assert f"worst source      {worst}: accuracy {scores['accuracy']:.3f}" in summary_text
 
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    uri = published_project["uri"]  # the team server's when PostgreSQL is installed (test_team_server.py)
     run_id = training_run(repo, uri)["run_id"]
     client = MlflowClient(uri)
     logged = {a.path for a in client.list_artifacts(run_id, "data")} | {

@@ -1,94 +1,30 @@
 """Team setup, for real: PostgreSQL from Debian's packages, `mlflow server` on it with an artifact root,
 the tiny pipeline pointed at it only through MLFLOW_TRACKING_URI, then `mlflow models serve` of the
-champion it registered.
-
-PostgreSQL runs from a throwaway data folder on 127.0.0.1 and is stopped after; `.ci/run` installs the
-package when it is missing. Without it this module skips and says so.
+champion it registered. The pipeline run is the one test_published_data_integration.py checks the data
+of (helpers_team.py: one run for both). Without PostgreSQL this module skips and says so.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
-import glob
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 
 import pytest
 import requests
 from conftest import free_port, running_server
-from helpers_project import STAGES, run, stages_run, tiny_project, training_run
+from helpers_project import STAGES, run, stages_run, training_run
 from mlflow import MlflowClient
 
 MODEL = "models:/ai-vs-real@champion"
 
 
-def postgres_bin() -> Path | None:
-    """The folder with initdb and pg_ctl: on PATH, or Debian's /usr/lib/postgresql/<version>/bin."""
-    candidates = [shutil.which("pg_ctl"), *sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)]
-    for pg_ctl in filter(None, candidates):
-        if Path(pg_ctl).with_name("initdb").exists():
-            return Path(pg_ctl).resolve().parent
-    return None
-
-
-@contextlib.contextmanager
-def postgres_server():
-    """A PostgreSQL server on 127.0.0.1 with a database `mlflow`; yields its SQLAlchemy URI."""
-    bin_dir = postgres_bin()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (apt-get install postgresql; .ci/run does it)")
-    as_user: list[str] = []
-    folder = Path(tempfile.mkdtemp(prefix="aivsreal-pg-"))  # not under pytest's root-only tmp folder
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as Debian's `postgres` user
-        if shutil.which("runuser") is None:
-            pytest.skip("running as root without `runuser` to start PostgreSQL as another user")
-        shutil.chown(folder, user="postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port, data = free_port(), folder / "data"
-    try:
-        subprocess.run(
-            [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-U", "mlflow", "--auth=trust", "-E", "UTF8",
-             "--no-sync"],
-            check=True, capture_output=True, text=True,
-        )  # fmt: skip
-        options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        subprocess.run(
-            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w",
-             "start"],
-            check=True, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        import psycopg
-
-        with psycopg.connect(f"postgresql://mlflow@127.0.0.1:{port}/postgres", autocommit=True) as connection:
-            connection.execute("CREATE DATABASE mlflow")
-        yield f"postgresql://mlflow@127.0.0.1:{port}/mlflow"
-    finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)  # fmt: skip
-        shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def team(tmp_path_factory):
-    """PostgreSQL + `mlflow server` + the tiny pipeline run against it with MLFLOW_TRACKING_URI alone."""
-    root = tmp_path_factory.mktemp("team")
-    with postgres_server() as database:
-        port = free_port()
-        artifacts = root / "artifacts"
-        command = ["mlflow", "server", "--backend-store-uri", database, "--artifacts-destination", str(artifacts),
-                   "-h", "127.0.0.1", "-p", str(port), "--workers", "1"]  # fmt: skip
-        with running_server(command, port, "/health", root, dict(os.environ), timeout=120) as url:
-            repo = root / "project"
-            repo.mkdir()
-            env = tiny_project(repo) | {"MLFLOW_TRACKING_URI": url}
-            output = run(["dvc", "repro"], repo, env)
-            yield {"repo": repo, "env": env, "url": url, "database": database, "artifacts": artifacts, "output": output}
+def team(published_project):
+    """The shared pipeline run, logged to PostgreSQL + `mlflow server` through MLFLOW_TRACKING_URI alone."""
+    if published_project["team"] is None:
+        pytest.skip(published_project["no_team"])
+    return published_project | published_project["team"]
 
 
 def test_pipeline_logs_runs_and_registry_into_the_postgres_backed_server(team):
@@ -118,7 +54,7 @@ def test_champion_served_from_the_team_server_matches_the_cli(team):
     repo, env = team["repo"], team["env"]
     port = free_port()
     command = ["mlflow", "models", "serve", "-m", MODEL, "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    images = sorted((repo / "data/sample/ai").glob("*.png"))[:2] + sorted((repo / "data/sample/real").glob("*.png"))[:2]
+    images = sorted((repo / "data/published/test/gan").glob("*/*.png"))[::2]  # 2 fake, 2 real
     with running_server(command, port, "/ping", repo, env) as served:
         encoded = [[base64.b64encode(p.read_bytes()).decode()] for p in images]
         answer = requests.post(
