@@ -13,6 +13,8 @@ FACEBENCH ?= ../shared/facebench
 # Real faces: the preset (params/facebench.yaml: trained for re-saved, resized images; checked first).
 # PRESET=params/facebench-lossless.yaml: the noise-residual recipe, for images that are never re-encoded.
 PRESET ?= params/facebench.yaml
+# SET="data.faces=crop train.epochs=12": more overrides on top of the preset (KEY=VALUE, as dvc exp run -S takes).
+SET ?=
 
 .PHONY: help setup pipeline test test-all lint serve serve-guarded ui app facebench
 
@@ -33,9 +35,9 @@ pipeline: setup  ## set up, then run the whole DVC pipeline on data.dir (sample 
 	dvc repro
 	python -m pipeline.summary
 
-facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/, PRESET=...) as a DVC experiment
+facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources with ai/ and real/, PRESET=...) as a DVC experiment; SET="KEY=VALUE ..." adds overrides
 	base="$$(mktemp)" && git show HEAD:params.yaml > "$$base" && \
-	flags="$$(python -m aivsreal.params $(PRESET) --base "$$base")" && rm -f "$$base" && \
+	flags="$$(python -m aivsreal.params $(PRESET) --base "$$base" $(foreach s,$(SET),--set $(s)))" && rm -f "$$base" && \
 	eval dvc exp run $$flags -S data.dir=$(FACEBENCH)
 	python -m pipeline.summary
 

@@ -218,6 +218,21 @@ def test_facebench_preset_is_valid_and_prints_dvc_flags(capsys):
     assert "model.input_filter=none" in flags and "train.eval_size=96" in flags
 
 
+def test_set_adds_overrides_on_top_of_a_preset_and_they_are_checked(capsys):
+    """`make facebench SET="data.faces=crop"`: each --set is one more override, read as YAML, checked as the
+    preset's are."""
+    overrides = load_overrides(FACEBENCH_PRESET)
+    main([str(FACEBENCH_PRESET), "--params", str(PARAMS_YAML), "--set", "data.faces=crop", "--set", "train.epochs=3"])
+    flags = capsys.readouterr().out.split()
+    assert flags.count("-S") == len(overrides) + 1  # data.faces is new; train.epochs replaces the preset's 24
+    assert "data.faces=crop" in flags and "train.epochs=3" in flags and "train.epochs=24" not in flags
+    with pytest.raises(ParamsError, match="data.faces"):
+        main([str(FACEBENCH_PRESET), "--params", str(PARAMS_YAML), "--set", "data.faces=sideways"])
+    with pytest.raises(SystemExit):
+        main([str(FACEBENCH_PRESET), "--params", str(PARAMS_YAML), "--set", "data.faces"])
+    assert "--set takes KEY=VALUE" in capsys.readouterr().err
+
+
 def test_lossless_preset_keeps_the_noise_residual_recipe():
     lossless = Params.load(PARAMS_YAML).with_overrides(
         load_overrides(FACEBENCH_PRESET.with_name("facebench-lossless.yaml"))

@@ -279,6 +279,32 @@ def test_training_with_mixstyle_runs_and_differs_and_needs_the_whole_resnet_trai
         params.with_overrides({"train.mixstyle_alpha": 0.0})
 
 
+def test_colour_augmentation_greys_and_recolours_training_crops_only():
+    from aivsreal.training import train_transform
+
+    image = random_image((24, 24), seed=5)
+    plain = tiny_params().train
+    assert plain.color_jitter == 0 and plain.grayscale_prob == 0  # off by default: the transform is unchanged
+    torch.manual_seed(0)
+    grey = train_transform(dataclasses.replace(plain, grayscale_prob=1.0, hflip=False))(image)
+    # ImageNet normalisation differs per channel: undo it, then the three channels are one grey picture
+    from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    pixels = grey * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None]
+    assert torch.allclose(pixels[0], pixels[1], atol=1e-5) and torch.allclose(pixels[1], pixels[2], atol=1e-5)
+    jitter = train_transform(dataclasses.replace(plain, color_jitter=0.4, hflip=False))
+    untouched = train_transform(dataclasses.replace(plain, hflip=False))
+    torch.manual_seed(1)
+    draws = [jitter(image) for _ in range(4)]
+    assert all(not torch.allclose(draw, untouched(image)) for draw in draws)
+    assert not torch.allclose(draws[0], draws[1])  # each call draws new colours
+    params = Params.load(PROJECT / "params.yaml")
+    with pytest.raises(ParamsError, match="color_jitter must be in"):
+        params.with_overrides({"train.color_jitter": 1.5})
+    with pytest.raises(ParamsError, match="grayscale_prob must be a probability"):
+        params.with_overrides({"train.grayscale_prob": -0.1})
+
+
 def test_weight_averaging_returns_the_mean_of_the_epochs_weights_with_batch_norm_recomputed(rows, monkeypatch):
     from torch.optim.swa_utils import AveragedModel
 

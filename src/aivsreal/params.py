@@ -113,6 +113,8 @@ class TrainParams:
     swa_start: int  # average the weights of every epoch from this one on (stochastic weight averaging); 0 = off
     hflip: bool
     random_crop: bool
+    color_jitter: float  # strength of random brightness, contrast and saturation changes (hue a quarter of it); 0 = off
+    grayscale_prob: float  # probability that a training image is turned grey (its three channels made equal)
     blur_prob: float
     blur_sigma_max: float
     jpeg_prob: float
@@ -220,9 +222,11 @@ class Params:
                 f"calibration.threshold_rule must be {describe_threshold_rules()} with X in [0, 1], "
                 f"got {self.calibration.threshold_rule!r}"
             )
-        for key in ("blur_prob", "jpeg_prob", "downscale_prob"):
+        for key in ("blur_prob", "jpeg_prob", "downscale_prob", "grayscale_prob"):
             if not 0 <= getattr(self.train, key) <= 1:
                 raise ParamsError(f"train.{key} must be a probability in [0, 1], got {getattr(self.train, key)}")
+        if not 0 <= self.train.color_jitter <= 1:
+            raise ParamsError(f"train.color_jitter must be in [0, 1] (0 = off), got {self.train.color_jitter}")
         if not 0 < self.train.downscale_min <= 1:
             raise ParamsError(f"train.downscale_min must be in (0, 1], got {self.train.downscale_min}")
         if not 1 <= self.train.jpeg_quality_min <= 100:
@@ -461,8 +465,18 @@ def main(argv: list[str] | None = None) -> None:
         help="params file the preset applies to, e.g. the committed params.yaml: every key the preset does not set "
         "is also reset to its value here, so an experiment applied to the workspace earlier does not leak in",
     )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="one more override on top of the preset (repeatable; VALUE read as YAML, as dvc -S reads it), "
+        "e.g. --set data.faces=crop",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     overrides = load_overrides(args.preset)
+    for item in args.set:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            parser.error(f"--set takes KEY=VALUE, e.g. data.faces=crop; got {item!r}")
+        overrides[key] = yaml.safe_load(value)
     current = Params.load(args.params)
     current.with_overrides(overrides)  # fail here, with the key named, not inside dvc
     if args.base:

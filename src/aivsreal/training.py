@@ -313,7 +313,14 @@ def train_transform(p: TrainParams) -> Callable:
             p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min
         )
     return build_transforms(
-        p.image_size, p.resize, train=True, hflip=p.hflip, random_crop=p.random_crop, degrade=degrade
+        p.image_size,
+        p.resize,
+        train=True,
+        hflip=p.hflip,
+        random_crop=p.random_crop,
+        degrade=degrade,
+        color_jitter=p.color_jitter,
+        grayscale_prob=p.grayscale_prob,
     )
 
 

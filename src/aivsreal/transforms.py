@@ -25,11 +25,14 @@ def build_transforms(
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
     degrade: RandomDegrade | None = None,
+    color_jitter: float = 0.0,
+    grayscale_prob: float = 0.0,
 ) -> T.Compose:
     """PIL RGB image -> normalised tensor. `resize=0` crops at native resolution.
 
     `degrade` (training only) blurs and re-compresses the full image before any resize or crop,
-    as Wang et al. (2020) do, so the network learns traces that survive both.
+    as Wang et al. (2020) do, so the network learns traces that survive both. `color_jitter` and
+    `grayscale_prob` (training only) change the colours of the crop, as SimCLR's augmentation does.
     """
     steps: list = []
     if train and degrade is not None:
@@ -43,6 +46,11 @@ def build_transforms(
         steps.append(T.CenterCrop(image_size))
     if train and hflip:
         steps.append(T.RandomHorizontalFlip())
+    if train and color_jitter > 0:
+        strength = color_jitter
+        steps.append(T.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=strength / 4))
+    if train and grayscale_prob > 0:
+        steps.append(T.RandomGrayscale(grayscale_prob))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
