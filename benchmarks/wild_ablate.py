@@ -1,8 +1,9 @@
-"""Ablations of the wild recipe (issue 12): benchmarks/wild.py's three folds, one try per run,
+"""Ablations of the wild recipe (issue 12): benchmarks/wild.py's folds (four since sd15/), one try per run,
 and ensembles scored afterwards from the saved probabilities.
 
     python benchmarks/wild_ablate.py --list                        # the tries in benchmarks/RESULTS.md
-    python benchmarks/wild_ablate.py --try gray --out runs/        # one try, three folds (about 20 min on 2 CPU cores)
+    python benchmarks/wild_ablate.py --try gray --out runs/        # one try, every fold (about 50 min on 2 CPU cores)
+    python benchmarks/wild_ablate.py --try base --set train.color_jitter=0.4 --out runs/G   # the preset + overrides
     python benchmarks/wild_ablate.py --try base --set train.device=cuda --out runs/
     python benchmarks/wild_ablate.py --ensemble base,seed1,seed2 --out runs/   # average saved p(AI)
     python benchmarks/wild_ablate.py --copy-to facebench128 --side 128  # the 128 px copy the GPU round used
@@ -143,10 +144,10 @@ def copy_at(source: Path, target: Path, side: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--list", action="store_true", help="print the tries and exit")
-    parser.add_argument("--try", dest="name", choices=TRIES, help="run one try on the three folds")
+    parser.add_argument("--try", dest="name", choices=TRIES, help="run one try on every fold")
     parser.add_argument("--ensemble", help="comma-separated tries already run into --out: score their average")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override (device...)")
-    parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with dev/, extra/ and sd21/")
+    parser.add_argument("--data", type=Path, default=FACEBENCH, help="folder with the sources of wild.py")
     parser.add_argument("--out", type=Path, default=Path("wild_ablations"), help="where results are saved")
     parser.add_argument("--copy-to", type=Path, help="write a lossless copy of --data at --side pixels here")
     parser.add_argument("--side", type=int, default=128)
