@@ -15,6 +15,8 @@ FACEBENCH ?= ../shared/facebench
 PRESET ?= params/facebench.yaml
 # SET="data.faces=crop train.epochs=12": more overrides on top of the preset (KEY=VALUE, as dvc exp run -S takes).
 SET ?=
+# Tests: one worker per core, at most 4 (each may run a pipeline); a module stays on one worker. PARALLEL= runs serially.
+PARALLEL ?= -n logical --maxprocesses 4 --dist loadgroup
 
 .PHONY: help setup pipeline test test-all lint serve serve-guarded ui app facebench
 
@@ -42,10 +44,10 @@ facebench: setup  ## the pipeline on real faces (FACEBENCH=folder of sources wit
 	python -m pipeline.summary
 
 test: setup  ## set up, then run the test suite (unit + integration, no slow tests)
-	pytest -m "not slow" -rs
+	pytest -m "not slow" -rs $(PARALLEL)
 
 test-all: setup  ## every test, including those marked slow
-	pytest
+	pytest $(PARALLEL)
 
 lint: setup  ## ruff lint and format check
 	ruff check . && ruff format --check .
