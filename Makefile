@@ -15,8 +15,9 @@ FACEBENCH ?= ../shared/facebench
 PRESET ?= params/facebench.yaml
 # SET="data.faces=crop train.epochs=12": more overrides on top of the preset (KEY=VALUE, as dvc exp run -S takes).
 SET ?=
-# Tests: one worker per core, at most 4 (each may run a pipeline); a module stays on one worker. PARALLEL= runs serially.
-PARALLEL ?= -n logical --maxprocesses 4 --dist loadgroup
+# Tests: pytest-xdist, one worker per core (at most 4: each may run a pipeline); each test file runs whole on one
+# worker, so its module fixtures are set up once (loadgroup does not group under pytest 9.2). PARALLEL= runs serially.
+PARALLEL ?= -n logical --maxprocesses 4 --dist loadfile
 
 .PHONY: help setup pipeline test test-all lint serve serve-guarded ui app facebench
 

@@ -9,19 +9,6 @@ import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-# Under pytest-xdist (`make test` runs `-n auto --dist loadgroup`) each group runs whole on one worker, so the
-# module fixtures (a pipeline run, a server, a Spark job) are set up once. A group is a module, except that
-# modules sharing a session fixture share a group (one `dvc repro` for both: helpers_team.py).
-SHARED_GROUPS = {"test_published_data_integration": "published_run", "test_team_server": "published_run"}
-
-
-def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
-    for item in items:
-        module = item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(SHARED_GROUPS.get(module, module)))
-
 
 @pytest.fixture(scope="session", autouse=True)
 def venv_on_path():
