@@ -157,16 +157,6 @@ def running_server(command: list[str], port: int, health_path: str, cwd: Path, e
 
 
 @pytest.fixture(scope="session")
-def published_project(tmp_path_factory):
-    """One `dvc repro` of the tiny pipeline on a published dataset, logged to a team server when PostgreSQL is
-    installed: shared by test_published_data_integration.py and test_team_server.py (helpers_team.py)."""
-    from helpers_team import published_run
-
-    with published_run(tmp_path_factory.mktemp("published")) as project:
-        yield project
-
-
-@pytest.fixture(scope="session")
 def tiny_champion_store(tmp_path_factory, tiny_model_dir) -> str:
     """A throwaway sqlite MLflow store holding the tiny model as ai-vs-real version 1 @champion; yields its URI."""
     return champion_store(tmp_path_factory.mktemp("store"), tiny_model_dir)

@@ -1,12 +1,9 @@
-"""One run of the tiny pipeline shared by two test modules (a pipeline run costs most of a minute): a dataset as
-people publish it (own train/valid/test folders, own class folder names), logged to a team server when one
-can run here.
-
-- test_published_data_integration.py checks what the run did with the data (splits kept file for file, class
-  map, per-source results);
-- test_team_server.py checks where it logged: PostgreSQL from Debian's packages, `mlflow server` on it with an
-  artifact root, the pipeline pointed at it only through MLFLOW_TRACKING_URI, then `mlflow models serve` of
-  the champion it registered.
+"""One run of the tiny pipeline that test_team_server.py checks twice (a pipeline run costs most of a minute):
+a dataset as people publish it (own train/valid/test folders, own class folder names), logged to a team server
+when one can run here. The module checks what the run did with the data (splits kept file for file, class map,
+per-source results) and where it logged: PostgreSQL from Debian's packages, `mlflow server` on it with an
+artifact root, the pipeline pointed at it only through MLFLOW_TRACKING_URI, then `mlflow models serve` of the
+champion it registered.
 
 Without PostgreSQL the run logs to the project's own sqlite store: the data checks still run, the team
 checks skip and say why. PostgreSQL runs from a throwaway data folder on 127.0.0.1 and is stopped after;
@@ -122,8 +119,7 @@ def team_server(root: Path):
 def published_run(root: Path):
     """The published dataset through one `dvc repro` (against the team server when PostgreSQL is installed):
     yields repo, env, uri (where it logged), team (None without PostgreSQL, and no_team says why), output,
-    written (files per split).
-    conftest's session fixture `published_project` holds it for both modules."""
+    written (files per split). test_team_server.py's module fixture `published_project` holds it."""
     with contextlib.ExitStack() as stack:
         no_team = why_no_team_server()
         team = stack.enter_context(team_server(root)) if no_team is None else None
