@@ -5,13 +5,17 @@
     python benchmarks/gpu.py --device cpu --batch-sizes 8 --precisions fp32 --workers 0 --batches 2   # smoke test
 
 Prints three Markdown tables for benchmarks/RESULTS.md:
-1. Stage costs: milliseconds of CPU work per training image in a loader worker (decode; each degradation
-   as the preset draws it, weighted by its probability; resize + crop + flip; to tensor + normalise) and
-   per batch (collate; copy to the device; one training step). The largest cost sets the pace.
-2. Throughput, for each batch size x precision (train.precision) x loader workers (train.num_workers):
-   the pipeline's images/s (files decoded and augmented by the DataLoader, copied, one step each batch)
-   against the raw step's images/s on a batch already on the device, in the same run, and their ratio.
-3. With --full: the wall time of one full training (aivsreal.training.train) with the preset.
+1. Stage costs: milliseconds of CPU work per training image in a loader worker on the loader path (decode;
+   each degradation as the preset draws it, weighted by its probability; resize + crop + flip; to tensor +
+   normalise) and per batch (collate; copy to the device; one training step); then the device path's
+   work per batch (train.augment_on device: DeviceAugment on images decoded once and kept on the device).
+   The largest cost sets the pace.
+2. Throughput, for each batch size x precision (train.precision) x augmentation path (train.augment_on) x
+   loader workers (train.num_workers, loader path only): the pipeline's images/s (loader: files decoded and
+   augmented by the DataLoader, copied; device: cached images augmented on the device; one step each
+   batch) against the raw step's images/s on a batch already on the device, in the same run, and their ratio.
+3. With --full: the wall time of one full training (aivsreal.training.train) with the preset and the
+   auto settings (on a GPU: bf16, device augmentation, images cached on the device).
 Both classes and every source of --data are read like the split stage reads them (a folder of sources
 or one class-per-folder tree). Without CUDA, --device auto says so and exits 0.
 """
@@ -30,12 +34,13 @@ from timing import mean_seconds  # benchmarks/timing.py
 from torch.utils.data import DataLoader, default_collate
 
 from aivsreal.degradations import blur, downscale, jpeg
+from aivsreal.device_augment import DeviceAugment
 from aivsreal.hardware import StepSettings
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, set_trainable
 from aivsreal.params import Params, load_overrides
 from aivsreal.split import scan_dataset
-from aivsreal.training import ManifestDataset, train, train_transform
+from aivsreal.training import ManifestDataset, collate_images, decode_once, train, train_transform
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,21 +78,35 @@ def stage_costs(rows: list[dict], params: Params, steps: StepSettings, batch: in
     on_device = steps.images(cpu_batch)
     targets = steps.tensor(torch.zeros(batch, dtype=torch.long))
     timed.append((f"training step ({steps.precision})", mean_seconds(lambda: step(on_device, targets), 5), "batch"))
+    decoded = decode_once(paths, params.split.max_pixels, steps.device)
+    augment = DeviceAugment(p, steps.device, 0)
+    batch_images = [decoded[i % n] for i in range(batch)]
+    seconds = mean_seconds(lambda: _sync(augment(batch_images), steps), 5)
+    timed.append(("device path: augment the batch (DeviceAugment on images cached on the device)", seconds, "batch"))
     return [(name, seconds * 1000, per) for name, seconds, per in timed]
 
 
-def throughput(rows: list[dict], params: Params, steps: StepSettings, batch: int, batches: int) -> tuple[float, float]:
-    """(pipeline images/s from files, raw images/s on a batch already on the device)."""
-    p = params.train
-    dataset = ManifestDataset(rows, params.data.class_names, train_transform(p), params.split.max_pixels)
-    loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, **steps.loader_options())
+def throughput(
+    rows: list[dict], params: Params, steps: StepSettings, batch: int, batches: int, decoded: list | None = None
+) -> tuple[float, float]:
+    """(pipeline images/s, raw images/s on a batch already on the device). The loader path reads the files;
+    the device path (steps.augment_on device) augments `decoded`, the images decoded once onto the device."""
+    p, names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
+    augment = None
+    if steps.augment_on == "device":
+        dataset = ManifestDataset(rows, names, None, max_pixels, decoded=decoded)
+        loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate_images)
+        augment = DeviceAugment(p, steps.device, 0)
+    else:
+        dataset = ManifestDataset(rows, names, train_transform(p), max_pixels)
+        loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, **steps.loader_options())
     _, _, step = _step(params, steps)
     done, seen, started = 0, 0, None
     while done < batches + 1:
         for inputs, targets in loader:
             if done == 1:  # the first batch warms up workers and kernels
                 started, seen = time.perf_counter(), 0
-            step(steps.images(inputs), steps.tensor(targets))
+            step(steps.images(augment(inputs) if augment else inputs), steps.tensor(targets))
             seen += len(targets)
             done += 1
             if done == batches + 1:
@@ -141,6 +160,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--workers", nargs="+", default=["2", "auto"], help="train.num_workers values to try")
+    parser.add_argument("--augment", nargs="+", default=["loader", "device"], choices=("loader", "device"),
+                        help="train.augment_on paths to try (device: images decoded once onto the device)")  # fmt: skip
     parser.add_argument("--batches", type=int, default=20, help="timed batches per throughput measurement")
     parser.add_argument("--full", action="store_true", help="also time one full training with the preset")
     args = parser.parse_args()
@@ -160,28 +181,34 @@ def main() -> None:
           f"{args.data} | preset {args.preset} | image_size {params.train.image_size}")  # fmt: skip
 
     steps = StepSettings.resolve(args.precisions[-1], args.workers[-1], device)
-    print(f"\n| stage ({steps.precision}, batch {args.batch_sizes[-1]}) | ms | per |\n|---|---|---|")
+    print(f"\n| stage ({steps.precision}, batch {args.batch_sizes[-1]}, {device.type}) | ms | per |\n|---|---|---|")
     for stage, ms, per in stage_costs(rows, params, steps, args.batch_sizes[-1]):
         print(f"| {stage} | {ms:.2f} | {per} |")
 
+    paths = [row["path"] for row in rows]
+    decoded = decode_once(paths, params.split.max_pixels, device) if "device" in args.augment else None
     print(
-        "\n| batch | precision | workers | pipeline images/s | raw images/s | pipeline / raw |\n"
-        "|---|---|---|---|---|---|"
+        "\n| batch | precision | augment_on | workers | pipeline images/s | raw images/s | pipeline / raw |\n"
+        "|---|---|---|---|---|---|---|"
     )
     for batch in args.batch_sizes:
         for precision in args.precisions:
-            for workers in args.workers:
-                steps = StepSettings.resolve(precision, workers if workers == "auto" else int(workers), device)
-                pipeline, raw = throughput(rows, params, steps, batch, args.batches)
-                print(f"| {batch} | {precision} | {workers} ({steps.num_workers}) | {pipeline:.1f} | {raw:.1f} | "
-                      f"{pipeline / raw:.2f} |")  # fmt: skip
+            for augment_on in args.augment:
+                for workers in args.workers if augment_on == "loader" else ["0"]:
+                    number = workers if workers == "auto" else int(workers)
+                    steps = StepSettings.resolve(precision, number, device, augment_on=augment_on)
+                    pipeline, raw = throughput(rows, params, steps, batch, args.batches, decoded)
+                    print(f"| {batch} | {precision} | {augment_on} | {workers} ({steps.num_workers}) | "
+                          f"{pipeline:.1f} | {raw:.1f} | {pipeline / raw:.2f} |")  # fmt: skip
     if args.full:
         split = int(len(rows) * 0.85)
         started = time.perf_counter()
-        result = train(params.with_overrides({"train.precision": "auto", "train.num_workers": "auto"}),
-                       rows[:split], rows[split:])  # fmt: skip
-        print(f"\nfull training ({result.precision}, {result.num_workers} workers, {len(result.history)} epochs on "
-              f"{split} images): {time.perf_counter() - started:.1f} s")  # fmt: skip
+        auto = {"train.precision": "auto", "train.num_workers": "auto", "train.augment_on": "auto",
+                "train.cache_images": "auto"}  # fmt: skip
+        result = train(params.with_overrides(auto), rows[:split], rows[split:])
+        print(f"\nfull training ({result.precision}, augmented in the {result.augment_on}, images cached "
+              f"{result.cache_images}, {result.num_workers} workers, {len(result.history)} epochs on {split} images): "
+              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from sklearn.metrics import accuracy_score, roc_auc_score
 
 from aivsreal.degradations import blur, jpeg
 from aivsreal.fit_calibration import calibrate
-from aivsreal.params import Params, load_overrides
+from aivsreal.params import Params, load_overrides, parse_sets
 from aivsreal.predictor import Predictor
 from aivsreal.split import scan_dataset
 from aivsreal.training import train
@@ -49,13 +48,13 @@ def stratified_cut(rows: list[dict], fraction: float, rng: np.random.Generator) 
     return rest, cut
 
 
-def preset_params(preset: str, settings: list[str]) -> tuple[Params, dict[str, str]]:
+def preset_params(preset: str, settings: list[str]) -> tuple[Params, dict[str, object]]:
     """params.yaml, then the preset file (unless "none"), then KEY=VALUE overrides like dvc -S."""
     params = Params.load(ROOT / "params.yaml")
     if preset != "none":
         params = params.with_overrides(load_overrides(ROOT / preset))
-    sets = dict(item.split("=", 1) for item in settings)
-    return params.with_overrides({key: yaml.safe_load(value) for key, value in sets.items()}), sets
+    sets = parse_sets(settings)
+    return params.with_overrides(sets), sets
 
 
 def stratified_folds(rows: list[dict], k: int, rng: np.random.Generator) -> list[list[dict]]:

@@ -64,7 +64,8 @@ def _main(params, argv: list[str] | None) -> None:
     context = distributed.setup(params.train.device)
     try:
         try:  # a setting this device cannot honour (fp16 on a CPU) stops here, before an MLflow run starts
-            StepSettings.resolve(params.train.precision, params.train.num_workers, context.device)
+            StepSettings.resolve(params.train.precision, params.train.num_workers, context.device,
+                                 augment_on=params.train.augment_on)  # fmt: skip
         except HardwareError as error:
             sys.exit(f"train: {error}")
         if context.is_main:
@@ -114,6 +115,8 @@ def run_stage(params, context: distributed.Context) -> None:
             "pretrained_used": result.config.pretrained_used,
             "precision_used": result.precision,  # train.precision and num_workers as resolved for the device
             "num_workers_used": result.num_workers,
+            "augment_on_used": result.augment_on,  # train.augment_on and cache_images as resolved
+            "cache_images_used": result.cache_images,
             **calibrated,
         },
     )
@@ -155,7 +158,8 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
         sys.exit(f"train: {error}")
     weights_used = result.config.pretrained_used
     mlflow.log_param("pretrained_used", weights_used)
-    mlflow.log_params({"precision_used": result.precision, "num_workers_used": result.num_workers})
+    mlflow.log_params({"precision_used": result.precision, "num_workers_used": result.num_workers,
+                       "augment_on_used": result.augment_on, "cache_images_used": result.cache_images})  # fmt: skip
     mlflow.set_tag("pretrained_used", weights_used)
     mlflow.set_tag("experts", "forensic+wild" if params.model.forensic else "single")
     best = result.history[result.best_epoch - 1]

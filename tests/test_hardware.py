@@ -85,6 +85,8 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_tables(tmp_path):
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=PROJECT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| decode (load_image) |" in done.stdout and "| training step (fp32) |" in done.stdout
-    row = next(line for line in done.stdout.splitlines() if line.startswith("| 4 | fp32 | 0 (0) |"))
-    pipeline, raw, ratio = (float(cell) for cell in row.strip("|").split("|")[3:6])
-    assert pipeline > 0 and raw > 0 and ratio == pytest.approx(pipeline / raw, rel=0.05)  # both printed rounded
+    assert "| device path: augment the batch (DeviceAugment on images cached on the device) |" in done.stdout
+    for path in ("loader", "device"):  # train.augment_on: both paths measured
+        row = next(line for line in done.stdout.splitlines() if line.startswith(f"| 4 | fp32 | {path} | 0 (0) |"))
+        pipeline, raw, ratio = (float(cell) for cell in row.strip("|").split("|")[4:7])
+        assert pipeline > 0 and raw > 0 and ratio == pytest.approx(pipeline / raw, rel=0.05)  # both printed rounded

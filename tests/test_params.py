@@ -135,8 +135,8 @@ def literal_fields() -> dict[str, object]:
 def test_every_literal_field_accepts_each_of_its_choices():
     params = Params.load(PARAMS_YAML)
     # faces, face_detector, face_summary, split mode, input_filter, forensic_mix, finetune, optimizer,
-    # lr_schedule, launcher, device, precision
-    assert len(literal_fields()) == 12
+    # lr_schedule, launcher, device, precision, augment_on
+    assert len(literal_fields()) == 13
     for dotted, hint in literal_fields().items():
         for choice in typing.get_args(hint):
             assert params.with_overrides({dotted: choice}).flat()[dotted] == choice

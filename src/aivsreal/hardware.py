@@ -8,6 +8,8 @@
 | num_workers auto | 0 (load in the training process) | min(8, cores - 1), split over the processes |
 | pinned memory, non-blocking copies | no | yes |
 | channels-last layout | no | yes (faster convolutions on tensor cores) |
+| augment_on auto | loader: Pillow in the loader workers | device: the batch degraded on the GPU (device_augment.py) |
+| cache_images auto | off | on with augment_on device, when the decoded images fit in half the free GPU memory |
 
 On the CPU with precision auto or fp32 every step is exactly plain float32 training, so CPU results
 stay bit-for-bit what they were. bf16 autocast also runs on the CPU (slower there on most CPUs; for
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,11 +42,22 @@ class StepSettings:
     num_workers: int
     pin_memory: bool
     channels_last: bool
+    augment_on: str = "loader"  # loader | device, after auto
 
     @classmethod
-    def resolve(cls, precision: str, num_workers: int | str, device: torch.device, processes: int = 1) -> StepSettings:
-        """`train.precision` and `train.num_workers` (an int, or auto) for `device`, with `processes` under torchrun."""
+    def resolve(
+        cls,
+        precision: str,
+        num_workers: int | str,
+        device: torch.device,
+        processes: int = 1,
+        augment_on: str = "loader",
+    ) -> StepSettings:
+        """`train.precision`, `train.num_workers` (an int, or auto) and `train.augment_on` for `device`, with
+        `processes` under torchrun."""
         cuda = device.type == "cuda"
+        if augment_on == "auto":
+            augment_on = "device" if cuda else "loader"
         if precision == "auto":
             precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if cuda else "fp32"
         if precision == "fp16" and not cuda:
@@ -53,7 +67,14 @@ class StepSettings:
             )
         if num_workers == "auto":
             num_workers = max(1, min(8, (os.cpu_count() or 2) - 1) // processes) if cuda else 0
-        return cls(device, precision, int(num_workers), pin_memory=cuda, channels_last=cuda)
+        return cls(device, precision, int(num_workers), pin_memory=cuda, channels_last=cuda, augment_on=augment_on)
+
+    def cache_images(self, setting: bool | str, decoded_bytes: Callable[[], int]) -> bool:
+        """`train.cache_images`: true/false as set; auto keeps the decoded images (`decoded_bytes()` in all)
+        when they are augmented on the device and fit in half its free memory."""
+        if setting != "auto":
+            return bool(setting)
+        return self.augment_on == "device" and decoded_bytes() <= free_memory(self.device) // 2
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The forward pass's precision: autocast to bf16/fp16, or nothing at fp32."""
@@ -83,3 +104,10 @@ class StepSettings:
         """DataLoader arguments for these settings."""
         return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
                 "pin_memory": self.pin_memory}  # fmt: skip
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on `device`: the GPU's free memory, or the RAM the operating system reports available."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

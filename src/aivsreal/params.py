@@ -32,6 +32,7 @@ LrSchedule = Literal["constant", "onecycle"]
 Launcher = Literal["single", "torchrun"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]  # train.precision (hardware.py resolves auto per device)
+AugmentOn = Literal["auto", "loader", "device"]  # train.augment_on (hardware.py resolves auto per device)
 FaceMode = Literal["whole", "crop"]  # data.faces: judge the whole picture, or each face found in it (faces.py)
 ForensicMix = Literal["alone", "mean"]  # model.forensic_mix: the forensic expert alone on originals, or both averaged
 FaceDetector = Literal["mtcnn", "haar"]  # data.face_detector (faces.DETECTORS)
@@ -123,6 +124,8 @@ class TrainParams:
     downscale_min: float
     num_workers: int | Literal["auto"]  # DataLoader workers; auto: 0 on the CPU, a share of the cores on a GPU
     precision: Precision
+    augment_on: AugmentOn  # degrade/crop in loader workers (Pillow) or on the training device (device_augment.py)
+    cache_images: bool | Literal["auto"]  # decode every image once and keep it (on the device with augment_on device)
     seed: int
     launcher: Launcher
     nproc: int
@@ -453,6 +456,18 @@ def dvc_set_flags(overrides: dict[str, object]) -> str:
     return " ".join(flags)
 
 
+def parse_sets(items: list[str]) -> dict[str, object]:
+    """`KEY=VALUE` overrides as `dvc exp run -S` takes them, each VALUE read as YAML (`0.4` a number,
+    `[sd21]` a list): {"train.color_jitter": 0.4, ...}."""
+    overrides = {}
+    for item in items:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise ParamsError(f"takes KEY=VALUE, e.g. data.faces=crop; got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m aivsreal.params",
@@ -472,11 +487,10 @@ def main(argv: list[str] | None = None) -> None:
     )  # fmt: skip
     args = parser.parse_args(argv)
     overrides = load_overrides(args.preset)
-    for item in args.set:
-        key, equals, value = item.partition("=")
-        if not equals or not key:
-            parser.error(f"--set takes KEY=VALUE, e.g. data.faces=crop; got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides.update(parse_sets(args.set))
+    except ParamsError as error:
+        parser.error(f"--set {error}")
     current = Params.load(args.params)
     current.with_overrides(overrides)  # fail here, with the key named, not inside dvc
     if args.base:

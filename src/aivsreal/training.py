@@ -6,14 +6,17 @@ import argparse
 import copy
 import json
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.lr_scheduler import LRScheduler
@@ -23,6 +26,7 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from aivsreal.degradations import RandomDegrade
+from aivsreal.device_augment import DeviceAugment
 from aivsreal.distributed import Context, pick_device, setup, sum_across, sync_buffers, teardown
 from aivsreal.hardware import StepSettings
 from aivsreal.images import load_image
@@ -44,7 +48,9 @@ def seed_everything(seed: int) -> None:
 
 class ManifestDataset(Dataset):
     """Images listed in a manifest, decoded by the shared `load_image`: (image, class) items, or
-    (image, class, source index) when `sources` (the source names, in index order) is given."""
+    (image, class, source index) when `sources` (the source names, in index order) is given.
+    `decoded` (train.cache_images): the images decoded once, in the form `transform` takes, read
+    instead of the files; `transform` None hands them over as they are."""
 
     def __init__(
         self,
@@ -53,21 +59,61 @@ class ManifestDataset(Dataset):
         transform,
         max_pixels: int,
         sources: list[str] | None = None,
+        decoded: list | None = None,
     ):
         self.paths = [row["path"] for row in rows]
         self.targets = [class_names.index(row["label"]) for row in rows]
         self.source_indices = [sources.index(row.get("source", "")) for row in rows] if sources else None
         self.transform = transform
         self.max_pixels = max_pixels
+        self.decoded = decoded
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int):
-        image = load_image(self.paths[index], max_pixels=self.max_pixels)
+        if self.decoded is not None:
+            image = self.decoded[index]
+        else:
+            image = load_image(self.paths[index], max_pixels=self.max_pixels)
+        if self.transform is not None:
+            image = self.transform(image)
         if self.source_indices is None:
-            return self.transform(image), self.targets[index]
-        return self.transform(image), self.targets[index], self.source_indices[index]
+            return image, self.targets[index]
+        return image, self.targets[index], self.source_indices[index]
+
+
+def decoded_bytes(paths: list[str]) -> int:
+    """The memory every image takes decoded (width x height x 3 bytes), read from the files' headers."""
+    total = 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except OSError:  # an unreadable file fails with load_image's own message when it is decoded
+            continue
+        total += width * height * 3
+    return total
+
+
+def decode_once(paths: list[str], max_pixels: int, device: torch.device | None = None, what: str = "images") -> list:
+    """Every image decoded once by `load_image`, in threads (Pillow decodes without the GIL): PIL images,
+    or with `device` uint8 CHW tensors kept there (train.cache_images)."""
+
+    def decode(path: str):
+        image = load_image(path, max_pixels=max_pixels)
+        return image if device is None else v2.functional.pil_to_tensor(image).to(device)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        decoded = pool.map(decode, paths)
+        return list(tqdm(decoded, total=len(paths), desc=f"decoding {what} once", unit="image", leave=False))
+
+
+def collate_images(batch: list[tuple]) -> list:
+    """(uint8 image, class[, source]) items -> [list of images, classes[, sources]]: the images may differ in
+    size until DeviceAugment crops them."""
+    images, *rest = zip(*batch, strict=True)
+    return [list(images), *(torch.tensor(values) for values in rest)]
 
 
 def subsample(rows: list[dict[str, str]], fraction: float, seed: int) -> list[dict[str, str]]:
@@ -152,6 +198,8 @@ class TrainResult:
     precision: str = "fp32"  # train.precision as resolved for the device (hardware.py)
     averaged_epochs: list[int] = field(default_factory=list)  # train.swa_start: the epochs whose weights were averaged
     num_workers: int = 0  # train.num_workers as resolved
+    augment_on: str = "loader"  # train.augment_on as resolved
+    cache_images: bool = False  # train.cache_images as resolved
 
 
 def train(
@@ -171,7 +219,9 @@ def train(
     """
     p = params.train
     context = context or Context(device=pick_device(p.device))
-    steps = StepSettings.resolve(p.precision, p.num_workers, context.device, context.world_size)
+    # finetune head trains on features computed once, without augmentation: nothing to move to the device
+    augment_on = "loader" if p.finetune == "head" else p.augment_on
+    steps = StepSettings.resolve(p.precision, p.num_workers, context.device, context.world_size, augment_on)
     seed_everything(p.seed)
     model, config = make_model(params)
     averaged = AveragedModel(model) if p.swa_start else None  # before any training hook: the copy carries none
@@ -181,6 +231,7 @@ def train(
     sources = training_sources(train_rows)
     by_source = p.source_balance or p.source_adversarial > 0
     loaders = make_loaders(params, train_rows, val_rows, eval_tf, context, steps, sources if by_source else None)
+    cached = loaders.cached
     source_terms = SourceTerms.build(
         p,
         len(params.data.class_names),
@@ -205,15 +256,17 @@ def train(
     loss_fn = make_loss(loaders.targets, params, context.device)
     if context.is_main:
         log.info(
-            "training on %d images, validating on %d; weights: %s; %d process(es) on %s, %s, %d loader worker(s)",
+            "training on %d images, validating on %d; weights: %s; %d process(es) on %s, %s, %d loader worker(s), "
+            "augmented in the %s%s",
             len(train_rows), len(val_rows), config.pretrained_used, context.world_size, context.device,
-            steps.precision, steps.num_workers,
+            steps.precision, steps.num_workers, steps.augment_on, ", images decoded once" if cached else "",
         )  # fmt: skip
         if by_source:
             log.info("sources in training: %s (balance %s, adversary %g)", sources, p.source_balance,
                      p.source_adversarial)  # fmt: skip
 
-    result = TrainResult(model=model, config=config, precision=steps.precision, num_workers=steps.num_workers)
+    result = TrainResult(model=model, config=config, precision=steps.precision, num_workers=steps.num_workers,
+                         augment_on=steps.augment_on, cache_images=cached)  # fmt: skip
     mix = BatchMix(p.cutmix_prob, len(params.data.class_names))
     scaler = steps.grad_scaler()
     stopping = EarlyStopping(p.patience)
@@ -225,7 +278,18 @@ def train(
         progress = f"epoch {epoch}/{p.epochs}"
         source_terms.epoch = (epoch - 1, p.epochs)
         train_sums = train_one_epoch(
-            trained, loaders.train, optimizer, scheduler, loss_fn, context, progress, source_terms, steps, scaler, mix
+            trained,
+            loaders.train,
+            optimizer,
+            scheduler,
+            loss_fn,
+            context,
+            progress,
+            source_terms,
+            steps,
+            scaler,
+            mix,
+            loaders.augment,
         )
         sync_buffers(context, model)
         val_sums = evaluate_loss(evaluated, loaders.val, loss_fn, context.device, steps)
@@ -265,7 +329,8 @@ def use_weight_average(averaged: AveragedModel, model: nn.Module, loaders: Loade
     (stochastic weight averaging, Izmailov et al. 2018; for unseen domains, SWAD, Cha et al. 2021), with
     its batch-norm statistics recomputed over one pass of the training images (torch's `update_bn`),
     instead of the epoch with the best validation loss."""
-    update_bn(loaders.train, averaged, context.device)
+    augment = loaders.augment or (lambda images: images)
+    update_bn((augment(batch[0]) for batch in loaders.train), averaged, context.device)
     model.load_state_dict(averaged.module.state_dict())
     val_loss, correct, seen = sum_across(context, *evaluate_loss(model, loaders.val, loss_fn, context.device, steps))
     if context.is_main:
@@ -457,6 +522,8 @@ class Loaders:
     val: DataLoader
     targets: list[int]
     source_indices: list[int] | None = None  # each training image's source, when the dataset yields them
+    augment: Callable | None = None  # augment_on device: turns a training batch's decoded images into the input
+    cached: bool = False  # train.cache_images as resolved: the images were decoded once
 
 
 def loader_settings(p: TrainParams, context: Context, steps: StepSettings) -> dict:
@@ -475,21 +542,46 @@ def make_loaders(
     sources: list[str] | None = None,
 ) -> Loaders:
     """Augmented training images, each process its DistributedSampler shard, and this process's slice
-    of the validation images through the evaluation transform."""
+    of the validation images through the evaluation transform.
+
+    augment_on loader: the loader workers decode and augment (train_transform, Pillow). augment_on device:
+    they only decode, and `Loaders.augment` (DeviceAugment) turns each batch into the input on the device.
+    With train.cache_images every image is decoded once before the first epoch: validation images kept
+    in RAM, training images in RAM (loader) or on the training device (device; read without workers)."""
     p, class_names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
-    train_set = ManifestDataset(train_rows, class_names, train_transform(p), max_pixels, sources)
+    on_device = steps.augment_on == "device"
+    train_paths = [row["path"] for row in train_rows]
+    cached = steps.cache_images(p.cache_images, lambda: decoded_bytes(train_paths))
+    train_images = None
+    if cached:
+        train_images = decode_once(train_paths, max_pixels, context.device if on_device else None, "training images")
+    if on_device:
+        train_tf = None if cached else v2.functional.pil_to_tensor  # uint8 CHW, augmented on the device
+    else:
+        train_tf = train_transform(p)
+    train_set = ManifestDataset(train_rows, class_names, train_tf, max_pixels, sources, decoded=train_images)
     # each process validates its own slice; the sums are reduced across processes
-    val_set = ManifestDataset(val_rows[context.rank :: context.world_size], class_names, eval_tf, max_pixels)
+    val_rows = val_rows[context.rank :: context.world_size]
+    val_paths = [row["path"] for row in val_rows]
+    val_images = decode_once(val_paths, max_pixels, what="validation images") if cached else None
+    val_set = ManifestDataset(val_rows, class_names, eval_tf, max_pixels, decoded=val_images)
     settings = loader_settings(p, context, steps)
+    train_settings = settings
+    if on_device:
+        train_settings = {**settings, "collate_fn": collate_images}
+        if cached:  # the images are on the device already: nothing for workers to do
+            train_settings |= {"num_workers": 0, "persistent_workers": False, "pin_memory": False}
     # The same sampler single- or multi-process: with N processes, step k's N shards together
     # hold exactly the images of step k in a single process.
     sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
     return Loaders(
-        train=DataLoader(train_set, sampler=sampler, drop_last=False, **settings),
+        train=DataLoader(train_set, sampler=sampler, drop_last=False, **train_settings),
         sampler=sampler,
         val=DataLoader(val_set, shuffle=False, **settings),
         targets=train_set.targets,
         source_indices=train_set.source_indices,
+        augment=DeviceAugment(p, context.device, p.seed + context.rank) if on_device else None,
+        cached=cached,
     )
 
 
@@ -534,11 +626,13 @@ def train_one_epoch(
     steps: StepSettings | None = None,
     scaler: torch.amp.GradScaler | None = None,
     mix: BatchMix | None = None,
+    augment: Callable | None = None,
 ) -> tuple[float, int, int]:
     """One pass over this process's training batches, an optimiser (and scheduler) step per batch, `model`
     being what each step runs; (summed loss, correct predictions, images), like `evaluate_loss`. The
     summed loss is the classification loss, without the source adversary's. `steps` sets the precision
-    and copies (plain float32 without), `scaler` scales an fp16 loss, `mix` CutMixes some batches."""
+    and copies (plain float32 without), `scaler` scales an fp16 loss, `mix` CutMixes some batches, `augment`
+    (augment_on device) makes each batch of decoded images the input."""
     steps = steps or StepSettings.resolve("fp32", 0, context.device)
     scaler = scaler or steps.grad_scaler()
     train_loss, train_correct, seen = 0.0, 0, 0
@@ -547,6 +641,8 @@ def train_one_epoch(
     source_terms = source_terms or SourceTerms()
     done, total = source_terms.epoch
     for step, (inputs, targets, *sources) in enumerate(bar):
+        if augment is not None:
+            inputs = augment(inputs)
         inputs, targets = steps.images(inputs), steps.tensor(targets)
         sources = steps.tensor(sources[0]) if sources else None
         inputs, loss_targets = mix(inputs, targets) if mix is not None else (inputs, targets)

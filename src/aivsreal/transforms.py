@@ -47,8 +47,9 @@ def build_transforms(
     if train and hflip:
         steps.append(T.RandomHorizontalFlip())
     if train and color_jitter > 0:
-        strength = color_jitter
-        steps.append(T.ColorJitter(brightness=strength, contrast=strength, saturation=strength, hue=strength / 4))
+        steps.append(
+            T.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter, hue=color_jitter / 4)
+        )
     if train and grayscale_prob > 0:
         steps.append(T.RandomGrayscale(grayscale_prob))
     steps += [T.ToTensor(), T.Normalize(mean, std)]
