@@ -95,10 +95,11 @@ class DeviceAugment:
             if self._chance(p.jpeg_prob):
                 quality = int(torch.randint(p.jpeg_quality_min, 101, (1,), generator=self.generator))
                 resaved.append(len(degraded))
-                image = jpeg_bytes(image, quality)
+                image = _encode_jpeg(image.contiguous(), quality)  # the file, still on the device
             degraded.append(image)
-        if resaved:  # one decode call for the batch: nvJPEG decodes it in one go
-            for index, image in zip(resaved, decode_jpeg([degraded[i] for i in resaved], device=self.device)):
+        if resaved:  # the files to the CPU only now (each copy waits for its encoding), then one decode call
+            files = [degraded[index].cpu() for index in resaved]
+            for index, image in zip(resaved, decode_jpeg(files, device=self.device)):
                 degraded[index] = image
         batch = torch.stack([self._crop(image) for image in degraded]).float().div_(255)
         if p.hflip:
