@@ -104,6 +104,9 @@ def test_training_with_device_augmentation_runs_and_learns_on_the_cpu(rows):
         assert all(math.isfinite(row["val_loss"]) for row in result.history)
         # (validation on 12 images after batch-norm on batches of 8 swings from epoch to epoch on either path)
         assert losses[-1] < 0.5 * losses[0], losses  # brightness survives every degradation: it learns
+    # weight averaging recomputes batch-norm statistics over device-augmented training batches
+    averaged = train(loader_params(augment_on="device", epochs=3, swa_start=2), *rows)
+    assert averaged.averaged_epochs == [2, 3] and averaged.augment_on == "device"
 
 
 def test_caching_decoded_images_trains_the_same_weights(rows):
