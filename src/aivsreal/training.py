@@ -90,7 +90,7 @@ def decoded_bytes(paths: list[str]) -> int:
         try:
             with Image.open(path) as image:
                 width, height = image.size
-        except OSError:  # an unreadable file fails with load_image's own message when it is decoded
+        except (OSError, Image.DecompressionBombError):  # load_image says what is wrong when it decodes the file
             continue
         total += width * height * 3
     return total
