@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from timing import mean_seconds  # benchmarks/timing.py
 from torch.utils.data import DataLoader, default_collate
+from torchvision.transforms.v2.functional import pil_to_tensor
 
 from aivsreal.degradations import blur, downscale, jpeg
 from aivsreal.device_augment import DeviceAugment
@@ -78,7 +79,7 @@ def stage_costs(rows: list[dict], params: Params, steps: StepSettings, batch: in
     on_device = steps.images(cpu_batch)
     targets = steps.tensor(torch.zeros(batch, dtype=torch.long))
     timed.append((f"training step ({steps.precision})", mean_seconds(lambda: step(on_device, targets), 5), "batch"))
-    decoded = decode_once(paths, params.split.max_pixels, steps.device)
+    decoded = [pil_to_tensor(image).to(steps.device) for image in images]  # as train.cache_images keeps them
     augment = DeviceAugment(p, steps.device, 0)
     batch_images = [decoded[i % n] for i in range(batch)]
     seconds = mean_seconds(lambda: _sync(augment(batch_images), steps), 5)

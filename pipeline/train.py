@@ -64,8 +64,7 @@ def _main(params, argv: list[str] | None) -> None:
     context = distributed.setup(params.train.device)
     try:
         try:  # a setting this device cannot honour (fp16 on a CPU) stops here, before an MLflow run starts
-            StepSettings.resolve(params.train.precision, params.train.num_workers, context.device,
-                                 augment_on=params.train.augment_on)  # fmt: skip
+            StepSettings.resolve(params.train.precision, params.train.num_workers, context.device)
         except HardwareError as error:
             sys.exit(f"train: {error}")
         if context.is_main:

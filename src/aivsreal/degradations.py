@@ -82,13 +82,34 @@ class RandomDegrade(torch.nn.Module):
         self.jpeg_prob, self.jpeg_quality_min = jpeg_prob, jpeg_quality_min
         self.downscale_prob, self.downscale_min = downscale_prob, downscale_min
 
+    @classmethod
+    def from_train_params(cls, p) -> RandomDegrade | None:
+        """The degradations of the `train` params (TrainParams), or None when every probability is 0."""
+        if p.blur_prob <= 0 and p.jpeg_prob <= 0 and p.downscale_prob <= 0:
+            return None
+        return cls(p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min)
+
+    def draw(self, generator: torch.Generator | None = None) -> tuple[float | None, float | None, int | None]:
+        """One image's draws, in order: shrink factor, blur sigma, JPEG quality, each None when its coin says
+        no. `generator` None draws from torch's global generator (what forward uses); device_augment.py
+        passes its own."""
+        factor = sigma = quality = None
+        if self.downscale_prob > 0 and torch.rand(1, generator=generator).item() < self.downscale_prob:
+            factor = float(torch.empty(1).uniform_(self.downscale_min, 1.0, generator=generator))
+        if self.blur_prob > 0 and torch.rand(1, generator=generator).item() < self.blur_prob:
+            sigma = float(torch.empty(1).uniform_(0.0, self.blur_sigma_max, generator=generator))
+        if self.jpeg_prob > 0 and torch.rand(1, generator=generator).item() < self.jpeg_prob:
+            quality = int(torch.randint(self.jpeg_quality_min, 101, (1,), generator=generator))
+        return factor, sigma, quality
+
     def forward(self, image: Image.Image) -> Image.Image:
-        if self.downscale_prob > 0 and torch.rand(1).item() < self.downscale_prob:
-            image = downscale(image, float(torch.empty(1).uniform_(self.downscale_min, 1.0)))
-        if self.blur_prob > 0 and torch.rand(1).item() < self.blur_prob:
-            image = blur(image, float(torch.empty(1).uniform_(0.0, self.blur_sigma_max)))
-        if self.jpeg_prob > 0 and torch.rand(1).item() < self.jpeg_prob:
-            image = jpeg(image, int(torch.randint(self.jpeg_quality_min, 101, (1,))))
+        factor, sigma, quality = self.draw()
+        if factor is not None:
+            image = downscale(image, factor)
+        if sigma is not None:
+            image = blur(image, sigma)
+        if quality is not None:
+            image = jpeg(image, quality)
         return image
 
     def extra_repr(self) -> str:

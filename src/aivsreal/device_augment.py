@@ -14,9 +14,10 @@ and each batch goes through the same steps here:
 | JPEG re-save | Pillow (libjpeg) | TorchCodec JpegEncoder + batched decode_jpeg (libjpeg on a CPU, nvJPEG on CUDA) |
 | resize, crop, flip, colour, normalise | torchvision on PIL images | torchvision on tensors |
 
-The draws follow train.* exactly as `RandomDegrade` and `build_transforms` make them (same probabilities,
-ranges and order), from a generator seeded with train.seed. On the CPU each step gives what the Pillow step
-gives to within rounding (JPEG: the same bytes), which tests/test_device_augment.py checks.
+The degradations are drawn by `RandomDegrade.draw` itself (same probabilities, ranges and order as the
+loader path), the crop, flip and colour as `build_transforms` makes them, from a generator seeded with
+train.seed. On the CPU each step gives what the Pillow step gives to within rounding (JPEG: the same
+bytes), which tests/test_device_augment.py checks.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
+from aivsreal.degradations import RandomDegrade
 from aivsreal.params import TrainParams
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -78,6 +80,7 @@ class DeviceAugment:
         std: tuple[float, ...] = IMAGENET_STD,
     ):
         self.p, self.device = p, device
+        self.degrade = RandomDegrade.from_train_params(p)  # the loader path's draws: probabilities, ranges, order
         self.generator = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -88,12 +91,12 @@ class DeviceAugment:
         degraded, resaved = [], []
         for image in images:
             image = image.to(self.device, non_blocking=True)
-            if self._chance(p.downscale_prob):
-                image = shrink(image, self._uniform(p.downscale_min, 1.0))
-            if self._chance(p.blur_prob):
-                image = blur(image, self._uniform(0.0, p.blur_sigma_max))
-            if self._chance(p.jpeg_prob):
-                quality = int(torch.randint(p.jpeg_quality_min, 101, (1,), generator=self.generator))
+            factor, sigma, quality = self.degrade.draw(self.generator) if self.degrade else (None, None, None)
+            if factor is not None:
+                image = shrink(image, factor)
+            if sigma is not None:
+                image = blur(image, sigma)
+            if quality is not None:
                 resaved.append(len(degraded))
                 image = _encode_jpeg(image.contiguous(), quality)  # the file, still on the device
             degraded.append(image)

@@ -372,18 +372,13 @@ def make_loss(targets: list[int], params: Params, device: torch.device) -> nn.Mo
 
 def train_transform(p: TrainParams) -> Callable:
     """The augmented training transform: random degradations (when any has a probability), flip and crop."""
-    degrade = None
-    if p.blur_prob > 0 or p.jpeg_prob > 0 or p.downscale_prob > 0:
-        degrade = RandomDegrade(
-            p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min
-        )
     return build_transforms(
         p.image_size,
         p.resize,
         train=True,
         hflip=p.hflip,
         random_crop=p.random_crop,
-        degrade=degrade,
+        degrade=RandomDegrade.from_train_params(p),
         color_jitter=p.color_jitter,
         grayscale_prob=p.grayscale_prob,
     )
