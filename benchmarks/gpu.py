@@ -87,6 +87,20 @@ def stage_costs(rows: list[dict], params: Params, steps: StepSettings, batch: in
     return [(name, seconds * 1000, per) for name, seconds, per in timed]
 
 
+def operations(augment: DeviceAugment, images: list[torch.Tensor], steps: StepSettings) -> tuple[int, int]:
+    """(torch operations, GPU kernels) that one call of `augment` on `images` runs, as torch.profiler counts
+    them (aten:: events, nested ones included; kernels 0 on a CPU)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if steps.device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as profiled:
+        _sync(augment(images), steps)
+    events = profiled.key_averages()
+    aten = sum(event.count for event in events if event.key.startswith("aten::"))
+    kernels = sum(event.count for event in events if event.device_type == torch.autograd.DeviceType.CUDA)
+    return aten, kernels
+
+
 def throughput(
     rows: list[dict], params: Params, steps: StepSettings, batch: int, batches: int, decoded: list | None = None
 ) -> tuple[float, float]:
@@ -185,6 +199,12 @@ def main() -> None:
     print(f"\n| stage ({steps.precision}, batch {args.batch_sizes[-1]}, {device.type}) | ms | per |\n|---|---|---|")
     for stage, ms, per in stage_costs(rows, params, steps, args.batch_sizes[-1]):
         print(f"| {stage} | {ms:.2f} | {per} |")
+    faces = [pil_to_tensor(load_image(row["path"])).to(device) for row in rows[: max(args.batch_sizes)]]
+    for batch in args.batch_sizes:  # a fixed number of operations, whatever the batch size
+        aten, kernels = operations(DeviceAugment(params.train, device, 0), faces[:batch], steps)
+        print(
+            f"\ndevice path, batch {batch}: {aten} torch operations, {kernels} GPU kernels per batch (torch.profiler)"
+        )
 
     paths = [row["path"] for row in rows]
     decoded = decode_once(paths, params.split.max_pixels, device) if "device" in args.augment else None

@@ -7,9 +7,8 @@
 #   bash benchmarks/gpu_device.sh run       # there (device tool: carry [".gpu"]): the CUDA tests, then
 #                                           # benchmarks/gpu.py with --full; tables in $OUT/gpu.md
 #
-# The machine's own PyTorch runs it (PYTHONPATH=src, no install): where its torch is older than TorchCodec's
-# image codecs, device_augment.py re-saves JPEGs with torchvision.io instead. Both classes of the copy were
-# re-saved alike; it measures speed, not accuracy.
+# The machine's own PyTorch runs it (PYTHONPATH=src, no install; device_augment.py needs nothing beyond torch
+# and torchvision). Both classes of the copy were re-saved alike; it measures speed, not accuracy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -4,6 +4,7 @@ CUDA paths (autocast, pinned memory, channels-last) on a GPU when there is one."
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 
@@ -86,6 +87,8 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_tables(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| decode (load_image) |" in done.stdout and "| training step (fp32) |" in done.stdout
     assert "| device path: augment the batch (DeviceAugment on images cached on the device) |" in done.stdout
+    counted = re.search(r"device path, batch 4: (\d+) torch operations, 0 GPU kernels per batch", done.stdout)
+    assert counted and int(counted.group(1)) > 0, done.stdout
     for path in ("loader", "device"):  # train.augment_on: both paths measured
         row = next(line for line in done.stdout.splitlines() if line.startswith(f"| 4 | fp32 | {path} | 0 (0) |"))
         pipeline, raw, ratio = (float(cell) for cell in row.strip("|").split("|")[4:7])

@@ -102,6 +102,23 @@ class RandomDegrade(torch.nn.Module):
             quality = int(torch.randint(self.jpeg_quality_min, 101, (1,), generator=generator))
         return factor, sigma, quality
 
+    def draw_batch(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:
+        """`draw` for `n` images at once (device_augment.py): the same coins and ranges, as three tensors:
+        shrink factors (1.0 where the coin says no), blur sigmas (0.0: no blur) and JPEG qualities (0: no
+        re-save). Other numbers than n calls of `draw` for a seed, the same distributions."""
+
+        def coin(probability: float) -> torch.Tensor:
+            return torch.rand(n, generator=generator) < probability
+
+        factor = torch.empty(n).uniform_(self.downscale_min, 1.0, generator=generator)
+        sigma = torch.empty(n).uniform_(0.0, self.blur_sigma_max, generator=generator)
+        quality = torch.randint(self.jpeg_quality_min, 101, (n,), generator=generator)
+        return (
+            torch.where(coin(self.downscale_prob), factor, 1.0),
+            torch.where(coin(self.blur_prob), sigma, 0.0),
+            torch.where(coin(self.jpeg_prob), quality, 0),
+        )
+
     def forward(self, image: Image.Image) -> Image.Image:
         factor, sigma, quality = self.draw()
         if factor is not None:

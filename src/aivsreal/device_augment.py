@@ -1,23 +1,29 @@
 """Training augmentation where the model runs (`train.augment_on: device`): a batch of decoded images in,
-a normalised, degraded, cropped batch out, on the training device.
+a normalised, degraded, cropped batch out, on the training device, in a fixed number of batched tensor
+operations, whatever the batch size.
 
 On a GPU the loader path (transforms.py: Pillow in DataLoader workers shrinks, blurs, re-saves as JPEG,
 resizes, crops and flips every image) sets the pace: a few milliseconds of CPU work per image against a
 fraction of a millisecond of GPU work (benchmarks/gpu.py prints both). On the device path the loader only
 hands over decoded uint8 images, or they are decoded once and kept on the device (`train.cache_images`),
-and each batch goes through the same steps here:
+and each batch goes through the same steps here. Every image has its own draws, so the steps are written as
+batched linear algebra rather than one library call per image:
 
 | step | loader path (Pillow) | device path (this module) |
 |---|---|---|
-| shrink (kept small) | bicubic | torchvision resize, bicubic, antialias |
-| blur | GaussianBlur(radius=sigma) | torchvision gaussian_blur, kernel 2 * ceil(3 sigma) + 1 |
-| JPEG re-save | Pillow (libjpeg) | TorchCodec JpegEncoder + batched decode_jpeg (libjpeg on a CPU, nvJPEG on CUDA) |
-| resize, crop, flip, colour, normalise | torchvision on PIL images | torchvision on tensors |
+| shrink (kept small) | bicubic, antialiased | per-image matrices of Pillow's bicubic weights |
+| blur | GaussianBlur(radius=sigma) | per-image matrices of torchvision's gaussian_blur (reflect) |
+| JPEG re-save | Pillow (libjpeg) | libjpeg's steps in torch (`jpeg`), each image at its quality |
+| resize, crop, flip | torchvision on PIL images | per-image matrices: bilinear weights, padding, offset, mirror |
+| colour (off in the presets) | torchvision on PIL images | torchvision per image tensor (the one loop left) |
+| normalise | torchvision | one tensor operation |
 
-The degradations are drawn by `RandomDegrade.draw` itself (same probabilities, ranges and order as the
-loader path), the crop, flip and colour as `build_transforms` makes them, from a generator seeded with
-train.seed. On the CPU each step gives what the Pillow step gives to within rounding (JPEG: the same
-bytes), which tests/test_device_augment.py checks.
+Shrink and blur are one matrix product per image side, resize + crop + flip another, so a batch costs two
+pairs of batched matrix products and one batched JPEG round trip. The degradations are drawn by
+`RandomDegrade.draw_batch` (same probabilities and ranges as the loader path), the crop and flip as
+`build_transforms` makes them, from a generator seeded with train.seed. Each step gives what the Pillow
+step gives to within rounding (JPEG: to within libjpeg's integer arithmetic), which
+tests/test_device_augment.py checks against Pillow.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from aivsreal.degradations import RandomDegrade
@@ -33,39 +38,163 @@ from aivsreal.params import TrainParams
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 
-def shrink(image: torch.Tensor, factor: float) -> torch.Tensor:
-    """degradations.downscale on a uint8 CHW tensor: `factor` of the size, bicubic with antialiasing."""
-    height, width = image.shape[-2:]
-    size = [max(1, round(height * factor)), max(1, round(width * factor))]
-    return F.resize(image, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
+def _bicubic(t: torch.Tensor) -> torch.Tensor:
+    """Pillow's bicubic kernel (a = -0.5), support 2."""
+    a, t = -0.5, t.abs()
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = (((t - 5) * t + 8) * t - 4) * a
+    return torch.where(t < 1, near, torch.where(t < 2, far, torch.zeros_like(t)))
 
 
-def blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """degradations.blur on a uint8 CHW tensor: Gaussian blur of standard deviation `sigma` pixels."""
-    if sigma <= 0:
-        return image
-    kernel = 2 * math.ceil(3 * sigma) + 1
-    return F.gaussian_blur(image, [kernel, kernel], [sigma, sigma])
+def _triangle(t: torch.Tensor) -> torch.Tensor:
+    """Pillow's bilinear kernel, support 1."""
+    return (1 - t.abs()).clamp(min=0)
 
 
-try:  # TorchCodec's image codecs (0.16 on), which replace torchvision.io's
-    from torchcodec.decoders import decode_jpeg
-    from torchcodec.encoders import JpegEncoder
-
-    def _encode_jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
-        return JpegEncoder(image).to_tensor(quality=quality)
-
-except ImportError:  # an older torch, for which no TorchCodec decodes images: torchvision.io's (deprecated in 0.29)
-    from torchvision.io import decode_jpeg, encode_jpeg
-
-    def _encode_jpeg(image: torch.Tensor, quality: int) -> torch.Tensor:
-        return encode_jpeg(image, quality=quality)
+KERNELS = {"bicubic": (_bicubic, 2.0), "bilinear": (_triangle, 1.0)}
 
 
-def jpeg_bytes(image: torch.Tensor, quality: int) -> torch.Tensor:
-    """The JPEG file of a uint8 RGB CHW tensor at `quality`, as 1-D uint8 bytes on the CPU (decode_jpeg reads
-    them there; with a CUDA image the encoding itself runs on the GPU with nvJPEG)."""
-    return _encode_jpeg(image.contiguous(), int(quality)).cpu()
+def resample_matrix(in_sizes: torch.Tensor, out_sizes: torch.Tensor, rows: torch.Tensor, columns: int, kind: str):
+    """Antialiased resampling as matrices, the weights Pillow and torchvision's `antialias=True` resize use:
+    for image n, row r of the result reads output position rows[n, r] of a resize from in_sizes[n] to
+    out_sizes[n] pixels, as weights over `columns` input positions (zero past in_sizes[n]). (N, R, columns)."""
+    kernel, support = KERNELS[kind]
+    scale = (in_sizes / out_sizes).to(torch.float64).view(-1, 1, 1)
+    stretch = scale.clamp(min=1.0)  # a shrink widens the kernel (antialiasing); an enlargement does not
+    reach = support * stretch
+    centre = (rows.to(torch.float64).unsqueeze(-1) + 0.5) * scale
+    low = (centre - reach + 0.5).floor().clamp(min=0)  # Pillow's window of taps: [low, high)
+    high = torch.minimum((centre + reach + 0.5).floor(), in_sizes.view(-1, 1, 1).to(torch.float64))
+    taps = 2 * math.ceil(float(reach.max())) + 1  # the widest window, as Pillow sizes its own
+    x = low + torch.arange(taps, dtype=torch.float64, device=rows.device)
+    weights = kernel((x - centre + 0.5) / stretch) * (x < high)
+    weights = (weights / weights.sum(-1, keepdim=True)).float()
+    matrix = torch.zeros(*rows.shape, columns, device=rows.device)
+    return matrix.scatter_add_(2, x.long().clamp(max=columns - 1), weights)
+
+
+def _reflect(index: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
+    """Positions outside [0, last] mirrored back across the edge, the edge itself not repeated (torch's reflect
+    padding)."""
+    index = torch.where(index < 0, -index, index)
+    return torch.where(index > last, 2 * last - index, index)
+
+
+def blur_matrix(sizes: torch.Tensor, sigmas: torch.Tensor, length: int) -> torch.Tensor:
+    """torchvision's gaussian_blur (kernel 2 ceil(3 sigma) + 1, reflect padding) along one side of each image,
+    as a (N, length, length) matrix; sigma 0 leaves the image as it is. Rows past sizes[n] repeat its last row."""
+    radii = torch.ceil(3 * sigmas).long()
+    reach = int(radii.max()) if len(radii) else 0
+    offsets = torch.arange(-reach, reach + 1, device=sigmas.device)
+    gauss = torch.exp(-0.5 * (offsets.view(1, -1) / sigmas.clamp(min=1e-6).view(-1, 1)) ** 2)
+    gauss = gauss * (offsets.view(1, -1).abs() <= radii.view(-1, 1))
+    gauss = gauss / gauss.sum(-1, keepdim=True)  # (N, taps); sigma 0: a single 1 in the middle
+    last = (sizes - 1).view(-1, 1, 1)
+    row = torch.minimum(torch.arange(length, device=sigmas.device).view(1, -1, 1), last)
+    source = row + offsets.view(1, 1, -1)
+    source = _reflect(_reflect(source, last), last).clamp(min=0).minimum(last)  # twice: a tiny image
+    matrix = torch.zeros(len(sizes), length, length, device=sigmas.device)
+    return matrix.scatter_add_(2, source, gauss.unsqueeze(1).expand(-1, length, -1).float())
+
+
+def apply_matrices(images: torch.Tensor, rows: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """rows @ image @ columns^T for each image and channel: (N, C, H, W) -> (N, C, R, K), rounded to uint8
+    levels as a uint8 image would be."""
+    out = rows.unsqueeze(1) @ images @ columns.unsqueeze(1).transpose(-1, -2)
+    return out.round_().clamp_(0, 255)
+
+
+# libjpeg (IJG) base quantisation tables, luminance and chrominance, in natural (row-major) order
+LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+        14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+        49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]  # fmt: skip
+CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+          47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32  # fmt: skip
+
+
+def quantisation_tables(qualities: torch.Tensor) -> torch.Tensor:
+    """libjpeg's jpeg_set_quality (baseline) for each image: (N, 2, 8, 8), luminance then chrominance."""
+    q = qualities.clamp(1, 100).float().view(-1, 1, 1)
+    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
+    base = torch.tensor([LUMA, CHROMA], dtype=torch.float32, device=qualities.device).view(1, 2, 64)
+    return ((base * scale + 50) / 100).floor().clamp(1, 255).view(-1, 2, 8, 8)
+
+
+def _dct_matrix(device: torch.device) -> torch.Tensor:
+    """JPEG's 2-D DCT of an 8x8 block (the orthonormal 8-point DCT-II along rows and columns) as one 64 x 64
+    matrix acting on the block's 64 samples in row-major order."""
+    k = torch.arange(8, dtype=torch.float64).view(-1, 1)
+    n = torch.arange(8, dtype=torch.float64).view(1, -1)
+    matrix = torch.cos((2 * n + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
+    matrix[0] /= math.sqrt(2)
+    return torch.kron(matrix, matrix).float().to(device)
+
+
+def _quantise_blocks(planes: torch.Tensor, tables: torch.Tensor, dct: torch.Tensor) -> torch.Tensor:
+    """JPEG's lossy step on (N, C, H, W) planes (H, W multiples of 8) with one (N, 8, 8) table per image:
+    level shift, DCT, divide, round, multiply, inverse DCT, 8-bit samples."""
+    n, c, h, w = planes.shape
+    blocks = (planes - 128).view(n, c, h // 8, 8, w // 8, 8).transpose(3, 4).reshape(n, -1, 64)
+    table = tables.reshape(n, 1, 64)
+    quantised = (blocks @ dct.T).div_(table).round_().mul_(table)
+    restored = (quantised @ dct).view(n, c, h // 8, w // 8, 8, 8).transpose(3, 4).reshape(n, c, h, w)
+    return restored.add_(128).round_().clamp_(0, 255)
+
+
+# JFIF's RGB -> YCbCr (rows Y, Cb, Cr; Cb and Cr offset by 128) and back
+TO_YCBCR = [[0.299, 0.587, 0.114], [-0.168735892, -0.331264108, 0.5], [0.5, -0.418687589, -0.081312411]]
+TO_RGB = [[1.0, 0.0, 1.402], [1.0, -0.344136286, -0.714136286], [1.0, 1.772, 0.0]]
+
+
+def _colour_matrix(rows: list[list[float]], planes: torch.Tensor) -> torch.Tensor:
+    return torch.einsum("ij,njhw->nihw", torch.tensor(rows, device=planes.device), planes)
+
+
+def jpeg(images: torch.Tensor, qualities: torch.Tensor) -> torch.Tensor:
+    """Save each image as a baseline JPEG at its quality (Pillow's defaults: 4:2:0 chroma) and decode it, in
+    tensor operations: (N, 3, H, W) floats holding uint8 levels, H and W multiples of 16 (pad by repeating the
+    edge, as an encoder does), -> the same, decoded."""
+    offset = torch.tensor([0.0, 128.0, 128.0], device=images.device).view(1, 3, 1, 1)
+    ycbcr = (_colour_matrix(TO_YCBCR, images) + offset).round_()
+    tables, dct = quantisation_tables(qualities), _dct_matrix(images.device)
+    luma = _quantise_blocks(ycbcr[:, :1], tables[:, 0], dct)
+    chroma = torch.nn.functional.avg_pool2d(ycbcr[:, 1:], 2).round_()  # libjpeg's h2v2 downsampling
+    # libjpeg's fancy upsampling (3/4 the nearest sample, 1/4 the next one over, edges repeated) is exactly
+    # bilinear 2x interpolation with align_corners False
+    chroma = _quantise_blocks(chroma, tables[:, 1], dct)
+    chroma = torch.nn.functional.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
+    return _colour_matrix(TO_RGB, torch.cat([luma, chroma], 1) - offset).round_().clamp_(0, 255)
+
+
+def _multiple(size: int, block: int) -> int:
+    return -(-size // block) * block
+
+
+def degrade(images: torch.Tensor, factors: torch.Tensor, sigmas: torch.Tensor, qualities: torch.Tensor):
+    """RandomDegrade's steps on same-size images ((N, 3, H, W) floats holding uint8 levels), each with its own
+    draws (see `RandomDegrade.draw_batch`): shrink by factors[n], blur by sigmas[n], re-save as JPEG at
+    qualities[n]. Returns the images on a canvas (JPEG's 16-pixel blocks when any is re-saved; each image in
+    its top-left corner, its last row and column repeated beyond) and each image's (heights, widths)."""
+    height, width = images.shape[-2:]
+    heights = (height * factors.double()).round().clamp(min=1).long()
+    widths = (width * factors.double()).round().clamp(min=1).long()
+    resaved = qualities > 0
+    block = 16 if bool(resaved.any()) else 1
+    canvas_h, canvas_w = _multiple(height, block), _multiple(width, block)
+    canvas = torch.nn.functional.pad(images, [0, canvas_w - width, 0, canvas_h - height], mode="replicate")
+    changed = ((factors < 1) | (sigmas > 0)).nonzero().flatten()
+    if len(changed):  # shrink then blur: one matrix per side and image
+        sides = []
+        for size, length, canvas_length in ((heights, height, canvas_h), (widths, width, canvas_w)):
+            size = size[changed]
+            rows = torch.arange(canvas_length, device=size.device).minimum(size.view(-1, 1) - 1)
+            shrink = resample_matrix(torch.full_like(size, length), size, rows, length, "bicubic")
+            sides.append(blur_matrix(size, sigmas[changed], canvas_length) @ shrink)
+        canvas[changed] = apply_matrices(images[changed], *sides)
+    resaved = resaved.nonzero().flatten()
+    if len(resaved):
+        canvas[resaved] = jpeg(canvas[resaved], qualities[resaved])
+    return canvas, heights, widths
 
 
 class DeviceAugment:
@@ -80,55 +209,72 @@ class DeviceAugment:
         std: tuple[float, ...] = IMAGENET_STD,
     ):
         self.p, self.device = p, device
-        self.degrade = RandomDegrade.from_train_params(p)  # the loader path's draws: probabilities, ranges, order
+        self.degrade = RandomDegrade.from_train_params(p)  # the loader path's probabilities and ranges
         self.generator = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
         """uint8 RGB CHW images (any sizes, on any device) -> a float NCHW batch on the device."""
-        p = self.p
-        degraded, resaved = [], []
-        for image in images:
-            image = image.to(self.device, non_blocking=True)
-            factor, sigma, quality = self.degrade.draw(self.generator) if self.degrade else (None, None, None)
-            if factor is not None:
-                image = shrink(image, factor)
-            if sigma is not None:
-                image = blur(image, sigma)
-            if quality is not None:
-                resaved.append(len(degraded))
-                image = _encode_jpeg(image.contiguous(), quality)  # the file, still on the device
-            degraded.append(image)
-        if resaved:  # the files to the CPU only now (each copy waits for its encoding), then one decode call
-            files = [degraded[index].cpu() for index in resaved]
-            for index, image in zip(resaved, decode_jpeg(files, device=self.device)):
-                degraded[index] = image
-        batch = torch.stack([self._crop(image) for image in degraded]).float().div_(255)
-        if p.hflip:
-            flipped = (torch.rand(len(batch), generator=self.generator) < 0.5).to(self.device)
-            batch = torch.where(flipped.view(-1, 1, 1, 1), batch.flip(-1), batch)
+        p, n, generator = self.p, len(images), self.generator
+        if self.degrade:
+            draws = self.degrade.draw_batch(n, generator)
+        else:
+            draws = (torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.long))
+        crops = torch.rand(2, n, generator=generator)  # where each crop lies, as a fraction of the room
+        flips = torch.rand(n, generator=generator) < 0.5 if p.hflip else torch.zeros(n, dtype=torch.bool)
+        draws, crops, flips = [draw.to(self.device) for draw in draws], crops.to(self.device), flips.to(self.device)
+        batch = torch.empty(n, 3, p.image_size, p.image_size, device=self.device)
+        shapes: dict[tuple[int, ...], list[int]] = {}
+        for index, image in enumerate(images):
+            shapes.setdefault(tuple(image.shape), []).append(index)
+        for members in shapes.values():  # one pass per image size (a single one for most data sets)
+            index = torch.tensor(members, device=self.device)
+            group = torch.stack([images[i] for i in members]).to(self.device, non_blocking=True).float()
+            canvas, heights, widths = degrade(group, *(draw[index] for draw in draws))
+            batch[index] = self._crop(canvas, heights, widths, crops[:, index], flips[index])
+        batch = batch.div_(255)
         if p.color_jitter > 0 or p.grayscale_prob > 0:
             batch = torch.stack([self._colour(image) for image in batch])
         return (batch - self.mean) / self.std
 
-    def _crop(self, image: torch.Tensor) -> torch.Tensor:
-        """Resize (shorter side to train.resize) and crop to train.image_size, as build_transforms does."""
+    def _crop(self, canvas, heights, widths, crops, flips) -> torch.Tensor:
+        """Resize (shorter side to train.resize), crop to train.image_size (random or centre, padded as
+        RandomCrop(pad_if_needed, reflect) or CenterCrop pad) and mirror, as build_transforms does: one
+        matrix per image side."""
         p, size = self.p, self.p.image_size
-        if p.resize:
-            image = F.resize(image, [p.resize], interpolation=InterpolationMode.BILINEAR, antialias=True)
-        if not p.random_crop:
-            return F.center_crop(image, [size, size])
-        height, width = image.shape[-2:]
-        if height < size or width < size:  # RandomCrop(pad_if_needed, reflect): pads each side by the shortfall
-            pad_x, pad_y = max(0, size - width), max(0, size - height)
-            # torch reflects only less than a side's length; a tinier image repeats its edge pixels instead
-            mode = "reflect" if pad_x < width and pad_y < height else "edge"
-            image = F.pad(image, [pad_x, pad_y], padding_mode=mode)
-            height, width = image.shape[-2:]
-        top = int(torch.randint(0, height - size + 1, (1,), generator=self.generator))
-        left = int(torch.randint(0, width - size + 1, (1,), generator=self.generator))
-        return image[..., top : top + size, left : left + size]
+        if p.resize:  # torchvision's size rule: the shorter side to resize, the longer one in proportion
+            short, long = torch.minimum(heights, widths), torch.maximum(heights, widths)
+            longer = (p.resize * long.double() / short.double()).floor().long()
+            new_h = torch.where(heights <= widths, p.resize, longer)
+            new_w = torch.where(heights <= widths, longer, p.resize)
+        else:
+            new_h, new_w = heights, widths
+        # RandomCrop pads each side by the shortfall: by reflection, or by repeating the edge where the image is
+        # too small to reflect that far; CenterCrop pads with zeros
+        reflect = ((size - new_w) < new_w) & ((size - new_h) < new_h)
+        sides = []
+        for old, new, where, length in (
+            (heights, new_h, crops[0], canvas.shape[-2]),
+            (widths, new_w, crops[1], canvas.shape[-1]),
+        ):
+            offsets = torch.arange(size, device=canvas.device).view(1, -1)
+            if p.random_crop:
+                pad = (size - new).clamp(min=0)
+                start = (where * (new + 2 * pad - size + 1)).floor().long() - pad
+                source = start.view(-1, 1) + offsets
+                last = (new - 1).view(-1, 1)
+                source = torch.where(reflect.view(-1, 1), _reflect(source, last), source).clamp(min=0).minimum(last)
+                inside = torch.ones_like(source, dtype=torch.bool)
+            else:
+                start = torch.where(new >= size, ((new - size) / 2).round().long(), -((size - new) // 2))
+                source = start.view(-1, 1) + offsets
+                inside = (source >= 0) & (source < new.view(-1, 1))
+                source = source.clamp(min=0).minimum(new.view(-1, 1) - 1)
+            sides.append(resample_matrix(old, new, source, length, "bilinear") * inside.unsqueeze(-1))
+        rows, columns = sides
+        columns = torch.where(flips.view(-1, 1, 1), columns.flip(1), columns)
+        return apply_matrices(canvas, rows, columns)
 
     def _colour(self, image: torch.Tensor) -> torch.Tensor:
         """ColorJitter (brightness, contrast, saturation up to train.color_jitter, hue a quarter of it, in a
