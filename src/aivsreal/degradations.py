@@ -89,17 +89,16 @@ class RandomDegrade(torch.nn.Module):
             return None
         return cls(p.blur_prob, p.blur_sigma_max, p.jpeg_prob, p.jpeg_quality_min, p.downscale_prob, p.downscale_min)
 
-    def draw(self, generator: torch.Generator | None = None) -> tuple[float | None, float | None, int | None]:
-        """One image's draws, in order: shrink factor, blur sigma, JPEG quality, each None when its coin says
-        no. `generator` None draws from torch's global generator (what forward uses); device_augment.py
-        passes its own."""
+    def draw(self) -> tuple[float | None, float | None, int | None]:
+        """One image's draws (what forward uses), in order: shrink factor, blur sigma, JPEG quality, each None
+        when its coin says no, from torch's global generator."""
         factor = sigma = quality = None
-        if self.downscale_prob > 0 and torch.rand(1, generator=generator).item() < self.downscale_prob:
-            factor = float(torch.empty(1).uniform_(self.downscale_min, 1.0, generator=generator))
-        if self.blur_prob > 0 and torch.rand(1, generator=generator).item() < self.blur_prob:
-            sigma = float(torch.empty(1).uniform_(0.0, self.blur_sigma_max, generator=generator))
-        if self.jpeg_prob > 0 and torch.rand(1, generator=generator).item() < self.jpeg_prob:
-            quality = int(torch.randint(self.jpeg_quality_min, 101, (1,), generator=generator))
+        if self.downscale_prob > 0 and torch.rand(1).item() < self.downscale_prob:
+            factor = float(torch.empty(1).uniform_(self.downscale_min, 1.0))
+        if self.blur_prob > 0 and torch.rand(1).item() < self.blur_prob:
+            sigma = float(torch.empty(1).uniform_(0.0, self.blur_sigma_max))
+        if self.jpeg_prob > 0 and torch.rand(1).item() < self.jpeg_prob:
+            quality = int(torch.randint(self.jpeg_quality_min, 101, (1,)))
         return factor, sigma, quality
 
     def draw_batch(self, n: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, ...]:

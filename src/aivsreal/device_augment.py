@@ -84,7 +84,7 @@ def blur_matrix(sizes: torch.Tensor, sigmas: torch.Tensor, length: int) -> torch
     """torchvision's gaussian_blur (kernel 2 ceil(3 sigma) + 1, reflect padding) along one side of each image,
     as a (N, length, length) matrix; sigma 0 leaves the image as it is. Rows past sizes[n] repeat its last row."""
     radii = torch.ceil(3 * sigmas).long()
-    reach = int(radii.max()) if len(radii) else 0
+    reach = int(radii.max())
     offsets = torch.arange(-reach, reach + 1, device=sigmas.device)
     gauss = torch.exp(-0.5 * (offsets.view(1, -1) / sigmas.clamp(min=1e-6).view(-1, 1)) ** 2)
     gauss = gauss * (offsets.view(1, -1).abs() <= radii.view(-1, 1))
