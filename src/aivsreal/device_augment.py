@@ -28,6 +28,7 @@ tests/test_device_augment.py checks against Pillow.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -112,22 +113,36 @@ CHROMA = [17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26
           47, 66, 99, 99, 99, 99, 99, 99] + [99] * 32  # fmt: skip
 
 
+# JFIF's RGB -> YCbCr (rows Y, Cb, Cr; Cb and Cr offset by 128) and back
+TO_YCBCR = [[0.299, 0.587, 0.114], [-0.168735892, -0.331264108, 0.5], [0.5, -0.418687589, -0.081312411]]
+TO_RGB = [[1.0, 0.0, 1.402], [1.0, -0.344136286, -0.714136286], [1.0, 1.772, 0.0]]
+
+
+@functools.cache
+def _jpeg_constants(device: torch.device) -> dict[str, torch.Tensor]:
+    """JPEG's fixed tensors, made once per device (on a GPU, each tensor made from Python numbers is a copy
+    that waits for the device). dct: the 2-D DCT of an 8x8 block (the orthonormal 8-point DCT-II along rows
+    and columns) as one 64 x 64 matrix on the block's samples in row-major order."""
+    k = torch.arange(8, dtype=torch.float64).view(-1, 1)
+    n = torch.arange(8, dtype=torch.float64).view(1, -1)
+    dct = torch.cos((2 * n + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
+    dct[0] /= math.sqrt(2)
+    constants = {
+        "dct": torch.kron(dct, dct).float(),
+        "tables": torch.tensor([LUMA, CHROMA], dtype=torch.float32).view(1, 2, 64),
+        "to_ycbcr": torch.tensor(TO_YCBCR),
+        "to_rgb": torch.tensor(TO_RGB),
+        "offset": torch.tensor([0.0, 128.0, 128.0]).view(1, 3, 1, 1),
+    }
+    return {name: value.to(device) for name, value in constants.items()}
+
+
 def quantisation_tables(qualities: torch.Tensor) -> torch.Tensor:
     """libjpeg's jpeg_set_quality (baseline) for each image: (N, 2, 8, 8), luminance then chrominance."""
     q = qualities.clamp(1, 100).float().view(-1, 1, 1)
     scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)
-    base = torch.tensor([LUMA, CHROMA], dtype=torch.float32, device=qualities.device).view(1, 2, 64)
+    base = _jpeg_constants(qualities.device)["tables"]
     return ((base * scale + 50) / 100).floor().clamp(1, 255).view(-1, 2, 8, 8)
-
-
-def _dct_matrix(device: torch.device) -> torch.Tensor:
-    """JPEG's 2-D DCT of an 8x8 block (the orthonormal 8-point DCT-II along rows and columns) as one 64 x 64
-    matrix acting on the block's 64 samples in row-major order."""
-    k = torch.arange(8, dtype=torch.float64).view(-1, 1)
-    n = torch.arange(8, dtype=torch.float64).view(1, -1)
-    matrix = torch.cos((2 * n + 1) * k * math.pi / 16) * math.sqrt(2 / 8)
-    matrix[0] /= math.sqrt(2)
-    return torch.kron(matrix, matrix).float().to(device)
 
 
 def _quantise_blocks(planes: torch.Tensor, tables: torch.Tensor, dct: torch.Tensor) -> torch.Tensor:
@@ -141,29 +156,21 @@ def _quantise_blocks(planes: torch.Tensor, tables: torch.Tensor, dct: torch.Tens
     return restored.add_(128).round_().clamp_(0, 255)
 
 
-# JFIF's RGB -> YCbCr (rows Y, Cb, Cr; Cb and Cr offset by 128) and back
-TO_YCBCR = [[0.299, 0.587, 0.114], [-0.168735892, -0.331264108, 0.5], [0.5, -0.418687589, -0.081312411]]
-TO_RGB = [[1.0, 0.0, 1.402], [1.0, -0.344136286, -0.714136286], [1.0, 1.772, 0.0]]
-
-
-def _colour_matrix(rows: list[list[float]], planes: torch.Tensor) -> torch.Tensor:
-    return torch.einsum("ij,njhw->nihw", torch.tensor(rows, device=planes.device), planes)
-
-
 def jpeg(images: torch.Tensor, qualities: torch.Tensor) -> torch.Tensor:
     """Save each image as a baseline JPEG at its quality (Pillow's defaults: 4:2:0 chroma) and decode it, in
     tensor operations: (N, 3, H, W) floats holding uint8 levels, H and W multiples of 16 (pad by repeating the
     edge, as an encoder does), -> the same, decoded."""
-    offset = torch.tensor([0.0, 128.0, 128.0], device=images.device).view(1, 3, 1, 1)
-    ycbcr = (_colour_matrix(TO_YCBCR, images) + offset).round_()
-    tables, dct = quantisation_tables(qualities), _dct_matrix(images.device)
+    constants = _jpeg_constants(images.device)
+    ycbcr = torch.einsum("ij,njhw->nihw", constants["to_ycbcr"], images).add_(constants["offset"]).round_()
+    tables, dct = quantisation_tables(qualities), constants["dct"]
     luma = _quantise_blocks(ycbcr[:, :1], tables[:, 0], dct)
     chroma = torch.nn.functional.avg_pool2d(ycbcr[:, 1:], 2).round_()  # libjpeg's h2v2 downsampling
     # libjpeg's fancy upsampling (3/4 the nearest sample, 1/4 the next one over, edges repeated) is exactly
     # bilinear 2x interpolation with align_corners False
     chroma = _quantise_blocks(chroma, tables[:, 1], dct)
     chroma = torch.nn.functional.interpolate(chroma, scale_factor=2, mode="bilinear", align_corners=False)
-    return _colour_matrix(TO_RGB, torch.cat([luma, chroma], 1) - offset).round_().clamp_(0, 255)
+    decoded = torch.cat([luma, chroma], 1).sub_(constants["offset"])
+    return torch.einsum("ij,njhw->nihw", constants["to_rgb"], decoded).round_().clamp_(0, 255)
 
 
 def _multiple(size: int, block: int) -> int:
