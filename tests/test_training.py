@@ -13,7 +13,7 @@ from PIL import Image, ImageFilter
 
 from aivsreal.fit_calibration import calibrate
 from aivsreal.params import Params, ParamsError
-from aivsreal.training import class_weights, subsample, train
+from aivsreal.training import BatchSums, class_weights, subsample, train
 
 
 def tiny_params(model_overrides: dict | None = None, **train_overrides) -> Params:
@@ -341,3 +341,17 @@ def test_the_report_says_when_the_weights_are_an_average_of_epochs(monkeypatch):
     assert chosen_weights(trained).startswith("Best epoch 3 of 5")
     averaged = chosen_weights(trained | {"averaged_epochs": [4, 5]})
     assert "averaged over epochs 4-5 of 5" in averaged and "best single epoch was 3 of 5" in averaged
+
+
+def test_batch_sums_kept_on_the_device_add_up_exactly_as_python_floats_did():
+    """Training and validation sums stay on the device (no wait for the GPU per batch) and still give the very
+    numbers of adding each batch's loss.item() * size in Python: the committed metrics reproduce bit for bit."""
+    torch.manual_seed(0)
+    sums, loss_total, correct_total = BatchSums(torch.device("cpu")), 0.0, 0
+    for size in (8, 8, 5):
+        logits, targets = torch.randn(size, 2), torch.randint(0, 2, (size,))
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        sums.add(loss, logits, targets)
+        loss_total += loss.item() * size
+        correct_total += (logits.argmax(1) == targets).sum().item()
+    assert sums.totals() == (loss_total, correct_total, 21)

@@ -609,6 +609,27 @@ def cache_features(
     )
 
 
+class BatchSums:
+    """Summed loss and correct predictions of an epoch's batches, kept on the training device: adding a batch
+    does not make the CPU wait for the GPU (a `.item()` per batch would, so the next batch could not be
+    prepared and launched while this one runs). Float64 and integer sums: the totals are exactly what adding
+    each batch's `loss.item() * size` in Python gives."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.seen = 0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.loss += loss.detach().double() * len(targets)
+        self.correct += (logits.argmax(1) == targets).sum()
+        self.seen += len(targets)
+
+    def totals(self) -> tuple[float, int, int]:
+        """(summed loss, correct predictions, images), read from the device once."""
+        return float(self.loss), int(self.correct), self.seen
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -630,7 +651,7 @@ def train_one_epoch(
     (augment_on device) makes each batch of decoded images the input."""
     steps = steps or StepSettings.resolve("fp32", 0, context.device)
     scaler = scaler or steps.grad_scaler()
-    train_loss, train_correct, seen = 0.0, 0, 0
+    sums = BatchSums(context.device)
     quiet = None if context.is_main else True
     bar = tqdm(loader, desc=progress, unit="batch", leave=False, disable=quiet)
     source_terms = source_terms or SourceTerms()
@@ -652,11 +673,10 @@ def train_one_epoch(
         scaler.update()
         if scheduler is not None:
             scheduler.step()
-        train_loss += loss.item() * len(targets)
-        train_correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(targets)
-        bar.set_postfix(loss=f"{train_loss / seen:.4f}")
-    return train_loss, train_correct, seen
+        sums.add(loss, logits, targets)
+        if step % 10 == 0 or step == len(loader) - 1:  # the running loss, read from the device now and then
+            bar.set_postfix(loss=f"{float(sums.loss) / sums.seen:.4f}")
+    return sums.totals()
 
 
 def epoch_row(epoch: int, sums: list[float], optimizer: torch.optim.Optimizer, started: float) -> dict:
@@ -728,16 +748,13 @@ def evaluate_loss(
     """(summed loss, correct predictions, images): sums, so that processes can add them up."""
     model.eval()
     steps = steps or StepSettings.resolve("fp32", 0, device or torch.device("cpu"))
-    total_loss, correct, seen = 0.0, 0, 0
+    sums = BatchSums(steps.device)
     for inputs, targets in loader:
         inputs, targets = steps.images(inputs), steps.tensor(targets)
         with steps.autocast():
             logits = model(inputs)
-            loss = loss_fn(logits, targets)
-        total_loss += loss.item() * len(targets)
-        correct += (logits.argmax(1) == targets).sum().item()
-        seen += len(targets)
-    return total_loss, correct, seen
+            sums.add(loss_fn(logits, targets), logits, targets)
+    return sums.totals()
 
 
 def main(argv: list[str] | None = None) -> None:
