@@ -199,15 +199,14 @@ def main() -> None:
     print(f"\n| stage ({steps.precision}, batch {args.batch_sizes[-1]}, {device.type}) | ms | per |\n|---|---|---|")
     for stage, ms, per in stage_costs(rows, params, steps, args.batch_sizes[-1]):
         print(f"| {stage} | {ms:.2f} | {per} |")
-    faces = [pil_to_tensor(load_image(row["path"])).to(device) for row in rows[: max(args.batch_sizes)]]
-    for batch in args.batch_sizes:  # a fixed number of operations, whatever the batch size
-        aten, kernels = operations(DeviceAugment(params.train, device, 0), faces[:batch], steps)
-        print(
-            f"\ndevice path, batch {batch}: {aten} torch operations, {kernels} GPU kernels per batch (torch.profiler)"
-        )
 
     paths = [row["path"] for row in rows]
     decoded = decode_once(paths, params.split.max_pixels, device) if "device" in args.augment else None
+    for batch in args.batch_sizes if decoded else []:  # a fixed number of operations, whatever the batch size
+        aten, kernels = operations(DeviceAugment(params.train, device, 0), decoded[:batch], steps)
+        print(
+            f"\ndevice path, batch {batch}: {aten} torch operations, {kernels} GPU kernels per batch (torch.profiler)"
+        )
     print(
         "\n| batch | precision | augment_on | workers | pipeline images/s | raw images/s | pipeline / raw |\n"
         "|---|---|---|---|---|---|---|"
