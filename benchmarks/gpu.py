@@ -14,6 +14,9 @@ Prints three Markdown tables for benchmarks/RESULTS.md:
    loader workers (train.num_workers, loader path only): the pipeline's images/s (loader: files decoded and
    augmented by the DataLoader, copied; device: cached images augmented on the device; one step each
    batch) against the raw step's images/s on a batch already on the device, in the same run, and their ratio.
+   Steps are queued back to back as training runs them (the clock stops after the last one finishes), so
+   the host can prepare a batch while the GPU runs the one before; on CUDA the last column counts the times
+   per batch the host waited for the GPU anyway (torch.cuda's sync debug mode): each wait empties the queue.
 3. With --full: the wall time of one full training (aivsreal.training.train) with the preset and the
    auto settings (on a GPU: bf16, device augmentation, images cached on the device).
 Both classes and every source of --data are read like the split stage reads them (a folder of sources
@@ -23,10 +26,12 @@ or one class-per-folder tree). Without CUDA, --device auto says so and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import platform
 import random
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -78,7 +83,8 @@ def stage_costs(rows: list[dict], params: Params, steps: StepSettings, batch: in
     model, optimizer, step = _step(params, steps)
     on_device = steps.images(cpu_batch)
     targets = steps.tensor(torch.zeros(batch, dtype=torch.long))
-    timed.append((f"training step ({steps.precision})", mean_seconds(lambda: step(on_device, targets), 5), "batch"))
+    seconds = mean_seconds(lambda: _sync(step(on_device, targets), steps), 5)
+    timed.append((f"training step ({steps.precision})", seconds, "batch"))
     decoded = [pil_to_tensor(image).to(steps.device) for image in images]  # as train.cache_images keeps them
     augment = DeviceAugment(p, steps.device, 0)
     batch_images = [decoded[i % n] for i in range(batch)]
@@ -101,11 +107,28 @@ def operations(augment: DeviceAugment, images: list[torch.Tensor], steps: StepSe
     return aten, kernels
 
 
+@contextlib.contextmanager
+def host_waits(steps: StepSettings):
+    """The times the host waits for the GPU inside the block (a list, one entry each), as torch.cuda's sync
+    debug mode reports them: item(), nonzero, blocking copies, synchronize. Empty on a CPU."""
+    if steps.device.type != "cuda":
+        yield []
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            yield caught
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
 def throughput(
     rows: list[dict], params: Params, steps: StepSettings, batch: int, batches: int, decoded: list | None = None
-) -> tuple[float, float]:
-    """(pipeline images/s, raw images/s on a batch already on the device). The loader path reads the files;
-    the device path (steps.augment_on device) augments `decoded`, the images decoded once onto the device."""
+) -> tuple[float, float, float | None]:
+    """(pipeline images/s, raw images/s on a batch already on the device, host waits per pipeline batch or
+    None on a CPU). The loader path reads the files; the device path (steps.augment_on device) augments
+    `decoded`, the images decoded once onto the device. Both queue their steps back to back."""
     p, names, max_pixels = params.train, params.data.class_names, params.split.max_pixels
     augment = None
     if steps.augment_on == "device":
@@ -116,25 +139,30 @@ def throughput(
         dataset = ManifestDataset(rows, names, train_transform(p), max_pixels)
         loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, **steps.loader_options())
     _, _, step = _step(params, steps)
-    done, seen, started = 0, 0, None
-    while done < batches + 1:
-        for inputs, targets in loader:
-            if done == 1:  # the first batch warms up workers and kernels
-                started, seen = time.perf_counter(), 0
-            step(steps.images(augment(inputs) if augment else inputs), steps.tensor(targets))
-            seen += len(targets)
-            done += 1
-            if done == batches + 1:
-                break
+    done, seen, started, waits = 0, 0, None, []
+    with contextlib.ExitStack() as stack:
+        while done < batches + 1:
+            for inputs, targets in loader:
+                if done == 1:  # the first batch warms up workers and kernels
+                    _sync(None, steps)
+                    started, seen, waits = time.perf_counter(), 0, stack.enter_context(host_waits(steps))
+                step(steps.images(augment(inputs) if augment else inputs), steps.tensor(targets))
+                seen += len(targets)
+                done += 1
+                if done == batches + 1:
+                    break
+        waited = None if steps.device.type != "cuda" else len(waits) / batches
+    _sync(None, steps)  # the queued steps finish
     pipeline = seen / (time.perf_counter() - started)
     fixed = steps.images(torch.randn(batch, 3, p.image_size, p.image_size))
     targets = steps.tensor(torch.zeros(batch, dtype=torch.long))
-    raw = batch / mean_seconds(lambda: step(fixed, targets), batches)
-    return pipeline, raw
+    raw = batch * batches / mean_seconds(lambda: _sync([step(fixed, targets) for _ in range(batches)], steps), 1)
+    return pipeline, raw, waited
 
 
 def _step(params: Params, steps: StepSettings):
-    """The training step of aivsreal.training (autocast forward, scaled backward, optimiser step), synchronised."""
+    """The training step of aivsreal.training (autocast forward, scaled backward, optimiser step), queued: the
+    caller synchronises where it times."""
     model = steps.prepare(build_model(ModelConfig.from_params(params))[0])
     model.train()
     optimizer = torch.optim.AdamW(set_trainable(model, params.train.finetune), lr=params.train.lr)
@@ -147,7 +175,7 @@ def _step(params: Params, steps: StepSettings):
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        _sync(loss, steps)
+        return loss
 
     return model, optimizer, step
 
@@ -208,8 +236,8 @@ def main() -> None:
             f"\ndevice path, batch {batch}: {aten} torch operations, {kernels} GPU kernels per batch (torch.profiler)"
         )
     print(
-        "\n| batch | precision | augment_on | workers | pipeline images/s | raw images/s | pipeline / raw |\n"
-        "|---|---|---|---|---|---|---|"
+        "\n| batch | precision | augment_on | workers | pipeline images/s | raw images/s | pipeline / raw "
+        "| host waits per batch |\n|---|---|---|---|---|---|---|---|"
     )
     for batch in args.batch_sizes:
         for precision in args.precisions:
@@ -217,9 +245,10 @@ def main() -> None:
                 for workers in args.workers if augment_on == "loader" else ["0"]:
                     number = workers if workers == "auto" else int(workers)
                     steps = StepSettings.resolve(precision, number, device, augment_on=augment_on)
-                    pipeline, raw = throughput(rows, params, steps, batch, args.batches, decoded)
+                    pipeline, raw, waited = throughput(rows, params, steps, batch, args.batches, decoded)
+                    waits = "n/a (CPU)" if waited is None else f"{waited:.1f}"
                     print(f"| {batch} | {precision} | {augment_on} | {workers} ({steps.num_workers}) | "
-                          f"{pipeline:.1f} | {raw:.1f} | {pipeline / raw:.2f} |")  # fmt: skip
+                          f"{pipeline:.1f} | {raw:.1f} | {pipeline / raw:.2f} | {waits} |")  # fmt: skip
     if args.full:
         split = int(len(rows) * 0.85)
         started = time.perf_counter()

@@ -158,6 +158,27 @@ def test_with_the_same_draws_the_device_batch_is_the_pillow_chain():
     assert (pillow_effect > 0.03).all()
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"random_crop": False}, {"resize": 0, "image_size": 48}, {"color_jitter": 0.4, "grayscale_prob": 0.5},
+     {"downscale_prob": 1.0, "blur_prob": 1.0, "jpeg_prob": 1.0}, {"downscale_prob": 0.0, "blur_prob": 0.0,
+     "jpeg_prob": 0.0}],
+)  # fmt: skip
+def test_the_device_path_never_waits_for_the_device(overrides):
+    """On PyTorch's meta device tensors have shapes but no values: any step that reads a device value on the
+    host (`.item()`, `nonzero`, a maximum turned into a Python number) fails there. The whole batch runs, so
+    on a GPU the host never waits for the device to queue the next step; the batch is what the CPU makes."""
+    p = loader_params(**overrides).train
+    images = [pil_to_tensor(smooth_image(w, h, seed=i)) for i, (w, h) in enumerate([(96, 80)] * 5 + [(20, 14)])]
+    meta = torch.device("meta")
+    for given in (images, [image.to(meta) for image in images]):  # from the host, or cached on the device
+        batch = DeviceAugment(p, meta, 0)(given)
+        assert batch.device == meta and batch.shape == DeviceAugment(p, CPU, 0)(images).shape
+    canvas, heights, widths = degrade(torch.stack(images[:5]).float().to(meta), *torch.tensor(
+        [[0.5, 1.0, 1.0, 0.7, 1.0], [0.0, 1.5, 0.0, 0.8, 0.0], [0, 0, 70, 90, 0]]).unbind())  # fmt: skip
+    assert canvas.shape == (5, 3, 80, 96) and heights.tolist() == [40, 80, 80, 56, 80] and not heights.is_meta
+
+
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
     all_rows = brightness_rows(tmp_path_factory.mktemp("tiny"), 12, 20)
@@ -223,3 +244,22 @@ def test_the_gpu_gives_the_cpu_batch_for_the_same_seed():
     on_cpu = DeviceAugment(loader_params().train, CPU, 3)(images)
     on_gpu = DeviceAugment(loader_params().train, torch.device("cuda"), 3)(images).cpu()
     assert (on_gpu - on_cpu).abs().mean() < 0.01 and (on_gpu - on_cpu).abs().max() < 0.5
+
+
+@needs_cuda
+def test_on_a_gpu_the_batch_is_queued_without_a_host_wait():
+    """torch.cuda's sync debug mode raises on any copy or read that makes the host wait for the GPU."""
+    cuda = torch.device("cuda")
+    images = [pil_to_tensor(smooth_image(96, 80, seed=i)) for i in range(6)]
+    steps = StepSettings.resolve("auto", "auto", cuda, augment_on="device")
+    for p in (loader_params().train, loader_params(random_crop=False, jpeg_prob=1.0).train):
+        augment, cached = DeviceAugment(p, cuda, 0), [image.to(cuda) for image in images]
+        augment(cached)  # the first call makes JPEG's constant tensors, once per device
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            batches = [augment(cached), augment(images)]  # images cached on the GPU, or from the host
+            targets = steps.tensor(torch.zeros(6, dtype=torch.long))  # pageable memory, pinned on the way
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        assert all(batch.is_cuda and batch.shape == (6, 3, 32, 32) for batch in batches) and targets.is_cuda

@@ -91,5 +91,7 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_tables(tmp_path):
     assert counted and int(counted.group(1)) > 0, done.stdout
     for path in ("loader", "device"):  # train.augment_on: both paths measured
         row = next(line for line in done.stdout.splitlines() if line.startswith(f"| 4 | fp32 | {path} | 0 (0) |"))
-        pipeline, raw, ratio = (float(cell) for cell in row.strip("|").split("|")[4:7])
+        cells = row.strip("|").split("|")
+        pipeline, raw, ratio = (float(cell) for cell in cells[4:7])
         assert pipeline > 0 and raw > 0 and ratio == pytest.approx(pipeline / raw, rel=0.05)  # both printed rounded
+        assert cells[7].strip() == "n/a (CPU)"  # host waits for the GPU: counted on CUDA only

@@ -24,6 +24,14 @@ pairs of batched matrix products and one batched JPEG round trip. The degradatio
 `build_transforms` makes them, from a generator seeded with train.seed. Each step gives what the Pillow
 step gives to within rounding (JPEG: to within libjpeg's integer arithmetic), which
 tests/test_device_augment.py checks against Pillow.
+
+Nothing here waits for the device. The draws are made on the host (a CPU generator), so every number that
+sizes the work (each image's size after the shrink, which images are shrunk, blurred or re-saved, the
+widest resampling window, the crop offsets) is worked out there and the device only gets the pixel work,
+its per-image numbers copied without blocking (pinned memory on CUDA). Reading a device value on the host
+(`.item()`, `nonzero`, `.max()` turned into a Python number, a blocking copy) would make the CPU wait for
+the GPU to finish the batch before it could queue the next step; the tests run the whole path on PyTorch's
+`meta` device, where any such read fails, and on a GPU under `torch.cuda.set_sync_debug_mode("error")`.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from aivsreal.degradations import RandomDegrade
+from aivsreal.hardware import send
 from aivsreal.params import TrainParams
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -55,10 +64,25 @@ def _triangle(t: torch.Tensor) -> torch.Tensor:
 KERNELS = {"bicubic": (_bicubic, 2.0), "bilinear": (_triangle, 1.0)}
 
 
-def resample_matrix(in_sizes: torch.Tensor, out_sizes: torch.Tensor, rows: torch.Tensor, columns: int, kind: str):
+def _send(device: torch.device, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [send(tensor, device) for tensor in tensors]
+
+
+def resample_taps(in_sizes: torch.Tensor, out_sizes: torch.Tensor, kind: str) -> int:
+    """How many input positions the widest output position of these resizes reads: Pillow's window, 2 ceil(
+    support x stretch) + 1. Give it host tensors: on the device, the Python number would wait for it."""
+    _, support = KERNELS[kind]
+    stretch = (in_sizes / out_sizes).to(torch.float64).clamp(min=1.0)  # a shrink widens the kernel
+    return 2 * math.ceil(float((support * stretch).max())) + 1
+
+
+def resample_matrix(
+    in_sizes: torch.Tensor, out_sizes: torch.Tensor, rows: torch.Tensor, columns: int, kind: str, taps: int = 0
+):
     """Antialiased resampling as matrices, the weights Pillow and torchvision's `antialias=True` resize use:
     for image n, row r of the result reads output position rows[n, r] of a resize from in_sizes[n] to
-    out_sizes[n] pixels, as weights over `columns` input positions (zero past in_sizes[n]). (N, R, columns)."""
+    out_sizes[n] pixels, as weights over `columns` input positions (zero past in_sizes[n]). (N, R, columns).
+    `taps`: `resample_taps` of the sizes, worked out on the host (0: here, from the sizes given)."""
     kernel, support = KERNELS[kind]
     scale = (in_sizes / out_sizes).to(torch.float64).view(-1, 1, 1)
     stretch = scale.clamp(min=1.0)  # a shrink widens the kernel (antialiasing); an enlargement does not
@@ -66,7 +90,7 @@ def resample_matrix(in_sizes: torch.Tensor, out_sizes: torch.Tensor, rows: torch
     centre = (rows.to(torch.float64).unsqueeze(-1) + 0.5) * scale
     low = (centre - reach + 0.5).floor().clamp(min=0)  # Pillow's window of taps: [low, high)
     high = torch.minimum((centre + reach + 0.5).floor(), in_sizes.view(-1, 1, 1).to(torch.float64))
-    taps = 2 * math.ceil(float(reach.max())) + 1  # the widest window, as Pillow sizes its own
+    taps = taps or resample_taps(in_sizes, out_sizes, kind)  # the widest window, as Pillow sizes its own
     x = low + torch.arange(taps, dtype=torch.float64, device=rows.device)
     weights = kernel((x - centre + 0.5) / stretch) * (x < high)
     weights = (weights / weights.sum(-1, keepdim=True)).float()
@@ -81,11 +105,17 @@ def _reflect(index: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
     return torch.where(index > last, 2 * last - index, index)
 
 
-def blur_matrix(sizes: torch.Tensor, sigmas: torch.Tensor, length: int) -> torch.Tensor:
+def blur_reach(sigmas: torch.Tensor) -> int:
+    """The widest Gaussian kernel's reach, ceil(3 sigma) pixels each way; from host tensors (see resample_taps)."""
+    return int(torch.ceil(3 * sigmas).long().max())
+
+
+def blur_matrix(sizes: torch.Tensor, sigmas: torch.Tensor, length: int, reach: int = -1) -> torch.Tensor:
     """torchvision's gaussian_blur (kernel 2 ceil(3 sigma) + 1, reflect padding) along one side of each image,
-    as a (N, length, length) matrix; sigma 0 leaves the image as it is. Rows past sizes[n] repeat its last row."""
+    as a (N, length, length) matrix; sigma 0 leaves the image as it is. Rows past sizes[n] repeat its last row.
+    `reach`: `blur_reach` of the sigmas, worked out on the host (-1: here, from the sigmas given)."""
     radii = torch.ceil(3 * sigmas).long()
-    reach = int(radii.max())
+    reach = reach if reach >= 0 else blur_reach(sigmas)
     offsets = torch.arange(-reach, reach + 1, device=sigmas.device)
     gauss = torch.exp(-0.5 * (offsets.view(1, -1) / sigmas.clamp(min=1e-6).view(-1, 1)) ** 2)
     gauss = gauss * (offsets.view(1, -1).abs() <= radii.view(-1, 1))
@@ -178,29 +208,36 @@ def _multiple(size: int, block: int) -> int:
 
 
 def degrade(images: torch.Tensor, factors: torch.Tensor, sigmas: torch.Tensor, qualities: torch.Tensor):
-    """RandomDegrade's steps on same-size images ((N, 3, H, W) floats holding uint8 levels), each with its own
-    draws (see `RandomDegrade.draw_batch`): shrink by factors[n], blur by sigmas[n], re-save as JPEG at
-    qualities[n]. Returns the images on a canvas (JPEG's 16-pixel blocks when any is re-saved; each image in
-    its top-left corner, its last row and column repeated beyond) and each image's (heights, widths)."""
-    height, width = images.shape[-2:]
+    """RandomDegrade's steps on same-size images ((N, 3, H, W) floats holding uint8 levels, on any device),
+    each with its own draws (host tensors, as `RandomDegrade.draw_batch` makes them): shrink by factors[n],
+    blur by sigmas[n], re-save as JPEG at qualities[n]. Returns the images on a canvas (JPEG's 16-pixel
+    blocks when any is re-saved; each image in its top-left corner, its last row and column repeated beyond)
+    on their device, and each image's (heights, widths) on the host. Which images change, their sizes and the
+    widest windows are worked out from the draws on the host: nothing waits for the device."""
+    device, (height, width) = images.device, images.shape[-2:]
     heights = (height * factors.double()).round().clamp(min=1).long()
     widths = (width * factors.double()).round().clamp(min=1).long()
-    resaved = qualities > 0
-    block = 16 if bool(resaved.any()) else 1
+    resaved = (qualities > 0).nonzero().flatten()
+    block = 16 if len(resaved) else 1
     canvas_h, canvas_w = _multiple(height, block), _multiple(width, block)
     canvas = torch.nn.functional.pad(images, [0, canvas_w - width, 0, canvas_h - height], mode="replicate")
     changed = ((factors < 1) | (sigmas > 0)).nonzero().flatten()
     if len(changed):  # shrink then blur: one matrix per side and image
+        reach = blur_reach(sigmas[changed])
+        index, blur_sigmas, *sizes = _send(device, changed, sigmas[changed], heights[changed], widths[changed])
         sides = []
-        for size, length, canvas_length in ((heights, height, canvas_h), (widths, width, canvas_w)):
-            size = size[changed]
-            rows = torch.arange(canvas_length, device=size.device).minimum(size.view(-1, 1) - 1)
-            shrink = resample_matrix(torch.full_like(size, length), size, rows, length, "bicubic")
-            sides.append(blur_matrix(size, sigmas[changed], canvas_length) @ shrink)
-        canvas[changed] = apply_matrices(images[changed], *sides)
-    resaved = resaved.nonzero().flatten()
+        for size, host_size, length, canvas_length in (
+            (sizes[0], heights[changed], height, canvas_h),
+            (sizes[1], widths[changed], width, canvas_w),
+        ):
+            rows = torch.arange(canvas_length, device=device).minimum(size.view(-1, 1) - 1)
+            taps = resample_taps(torch.full_like(host_size, length), host_size, "bicubic")
+            shrink = resample_matrix(torch.full_like(size, length), size, rows, length, "bicubic", taps)
+            sides.append(blur_matrix(size, blur_sigmas, canvas_length, reach) @ shrink)
+        canvas[index] = apply_matrices(images[index], *sides)
     if len(resaved):
-        canvas[resaved] = jpeg(canvas[resaved], qualities[resaved])
+        index, resave_qualities = _send(device, resaved, qualities[resaved])
+        canvas[index] = jpeg(canvas[index], resave_qualities)
     return canvas, heights, widths
 
 
@@ -222,7 +259,8 @@ class DeviceAugment:
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
 
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """uint8 RGB CHW images (any sizes, on any device) -> a float NCHW batch on the device."""
+        """uint8 RGB CHW images (any sizes, on any device) -> a float NCHW batch on the device. The draws stay
+        on the host (see the module's docstring)."""
         p, n, generator = self.p, len(images), self.generator
         if self.degrade:
             draws = self.degrade.draw_batch(n, generator)
@@ -230,16 +268,16 @@ class DeviceAugment:
             draws = (torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.long))
         crops = torch.rand(2, n, generator=generator)  # where each crop lies, as a fraction of the room
         flips = torch.rand(n, generator=generator) < 0.5 if p.hflip else torch.zeros(n, dtype=torch.bool)
-        draws, crops, flips = [draw.to(self.device) for draw in draws], crops.to(self.device), flips.to(self.device)
         batch = torch.empty(n, 3, p.image_size, p.image_size, device=self.device)
         shapes: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(images):
             shapes.setdefault(tuple(image.shape), []).append(index)
         for members in shapes.values():  # one pass per image size (a single one for most data sets)
-            index = torch.tensor(members, device=self.device)
-            group = torch.stack([images[i] for i in members]).to(self.device, non_blocking=True).float()
-            canvas, heights, widths = degrade(group, *(draw[index] for draw in draws))
-            batch[index] = self._crop(canvas, heights, widths, crops[:, index], flips[index])
+            index = torch.tensor(members)
+            group = torch.stack([images[i] for i in members])  # where the images are: host, or the device (cache)
+            device_index, group = _send(self.device, index, group)
+            canvas, heights, widths = degrade(group.float(), *(draw[index] for draw in draws))
+            batch[device_index] = self._crop(canvas, heights, widths, crops[:, index], flips[index])
         batch = batch.div_(255)
         if p.color_jitter > 0 or p.grayscale_prob > 0:
             batch = torch.stack([self._colour(image) for image in batch])
@@ -248,7 +286,8 @@ class DeviceAugment:
     def _crop(self, canvas, heights, widths, crops, flips) -> torch.Tensor:
         """Resize (shorter side to train.resize), crop to train.image_size (random or centre, padded as
         RandomCrop(pad_if_needed, reflect) or CenterCrop pad) and mirror, as build_transforms does: one
-        matrix per image side."""
+        matrix per image side. The images' sizes and draws are host tensors; each image's sizes, offset and
+        padding are worked out there, the matrices on the canvas's device."""
         p, size = self.p, self.p.image_size
         if p.resize:  # torchvision's size rule: the shorter side to resize, the longer one in proportion
             short, long = torch.minimum(heights, widths), torch.maximum(heights, widths)
@@ -265,21 +304,24 @@ class DeviceAugment:
             (heights, new_h, crops[0], canvas.shape[-2]),
             (widths, new_w, crops[1], canvas.shape[-1]),
         ):
-            offsets = torch.arange(size, device=canvas.device).view(1, -1)
             if p.random_crop:
                 pad = (size - new).clamp(min=0)
                 start = (where * (new + 2 * pad - size + 1)).floor().long() - pad
-                source = start.view(-1, 1) + offsets
-                last = (new - 1).view(-1, 1)
-                source = torch.where(reflect.view(-1, 1), _reflect(source, last), source).clamp(min=0).minimum(last)
-                inside = torch.ones_like(source, dtype=torch.bool)
             else:
                 start = torch.where(new >= size, ((new - size) / 2).round().long(), -((size - new) // 2))
-                source = start.view(-1, 1) + offsets
-                inside = (source >= 0) & (source < new.view(-1, 1))
-                source = source.clamp(min=0).minimum(new.view(-1, 1) - 1)
-            sides.append(resample_matrix(old, new, source, length, "bilinear") * inside.unsqueeze(-1))
+            taps = resample_taps(old, new, "bilinear")
+            old, new, start, mirror = _send(canvas.device, old, new, start, reflect)
+            source = start.view(-1, 1) + torch.arange(size, device=canvas.device).view(1, -1)
+            last = (new - 1).view(-1, 1)
+            if p.random_crop:
+                source = torch.where(mirror.view(-1, 1), _reflect(source, last), source).clamp(min=0).minimum(last)
+                inside = torch.ones_like(source, dtype=torch.bool)
+            else:
+                inside = (source >= 0) & (source <= last)
+                source = source.clamp(min=0).minimum(last)
+            sides.append(resample_matrix(old, new, source, length, "bilinear", taps) * inside.unsqueeze(-1))
         rows, columns = sides
+        (flips,) = _send(canvas.device, flips)
         columns = torch.where(flips.view(-1, 1, 1), columns.flip(1), columns)
         return apply_matrices(canvas, rows, columns)
 

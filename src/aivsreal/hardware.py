@@ -88,12 +88,12 @@ class StepSettings:
 
     def images(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch of images on the device: a non-blocking copy from pinned memory, channels-last on CUDA."""
-        batch = batch.to(self.device, non_blocking=self.pin_memory)
+        batch = self.tensor(batch)
         return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
     def tensor(self, values: torch.Tensor) -> torch.Tensor:
         """Targets, source indices, features: on the device, non-blocking from pinned memory."""
-        return values.to(self.device, non_blocking=self.pin_memory)
+        return send(values, self.device) if self.pin_memory else values.to(self.device)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model on the device, in channels-last layout on CUDA."""
@@ -104,6 +104,17 @@ class StepSettings:
         """DataLoader arguments for these settings."""
         return {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
                 "pin_memory": self.pin_memory}  # fmt: skip
+
+
+def send(values: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`values` on `device` without making the host wait: on CUDA a non-blocking copy from pinned memory, a
+    host tensor pinned first if it is not yet (a loader without pin_memory, as with images cached on the
+    device; a copy from pageable memory waits for the GPU); a tensor already there as it is."""
+    if device.type != "cuda":
+        return values.to(device)
+    if values.device.type == "cpu" and not values.is_pinned():
+        values = values.pin_memory()
+    return values.to(device, non_blocking=True)
 
 
 def free_memory(device: torch.device) -> int:
