@@ -222,19 +222,16 @@ def degrade(images: torch.Tensor, factors: torch.Tensor, sigmas: torch.Tensor, q
     canvas_h, canvas_w = _multiple(height, block), _multiple(width, block)
     canvas = torch.nn.functional.pad(images, [0, canvas_w - width, 0, canvas_h - height], mode="replicate")
     changed = ((factors < 1) | (sigmas > 0)).nonzero().flatten()
-    if len(changed):  # shrink then blur: one matrix per side and image
-        reach = blur_reach(sigmas[changed])
-        index, blur_sigmas, *sizes = _send(device, changed, sigmas[changed], heights[changed], widths[changed])
-        sides = []
-        for size, host_size, length, canvas_length in (
-            (sizes[0], heights[changed], height, canvas_h),
-            (sizes[1], widths[changed], width, canvas_w),
-        ):
-            rows = torch.arange(canvas_length, device=device).minimum(size.view(-1, 1) - 1)
-            taps = resample_taps(torch.full_like(host_size, length), host_size, "bicubic")
-            shrink = resample_matrix(torch.full_like(size, length), size, rows, length, "bicubic", taps)
-            sides.append(blur_matrix(size, blur_sigmas, canvas_length, reach) @ shrink)
-        canvas[index] = apply_matrices(images[index], *sides)
+    if len(changed):  # shrink then blur: one matrix per side and image, both sides made in one go
+        k, longest = len(changed), max(canvas_h, canvas_w)
+        new_sizes = torch.cat([heights[changed], widths[changed]])  # the k images' heights, then their widths
+        old_sizes = torch.tensor([height] * k + [width] * k)
+        taps, reach = resample_taps(old_sizes, new_sizes, "bicubic"), blur_reach(sigmas[changed])
+        index, blur_sigmas, new, old = _send(device, changed, sigmas[changed].repeat(2), new_sizes, old_sizes)
+        rows = torch.arange(longest, device=device).minimum(new.view(-1, 1) - 1)
+        shrink = resample_matrix(old, new, rows, max(height, width), "bicubic", taps)
+        sides = blur_matrix(new, blur_sigmas, longest, reach) @ shrink  # (2k, longest, longest input side)
+        canvas[index] = apply_matrices(images[index], sides[:k, :canvas_h, :height], sides[k:, :canvas_w, :width])
     if len(resaved):
         index, resave_qualities = _send(device, resaved, qualities[resaved])
         canvas[index] = jpeg(canvas[index], resave_qualities)
@@ -299,29 +296,26 @@ class DeviceAugment:
         # RandomCrop pads each side by the shortfall: by reflection, or by repeating the edge where the image is
         # too small to reflect that far; CenterCrop pads with zeros
         reflect = ((size - new_w) < new_w) & ((size - new_h) < new_h)
-        sides = []
-        for old, new, where, length in (
-            (heights, new_h, crops[0], canvas.shape[-2]),
-            (widths, new_w, crops[1], canvas.shape[-1]),
-        ):
-            if p.random_crop:
-                pad = (size - new).clamp(min=0)
-                start = (where * (new + 2 * pad - size + 1)).floor().long() - pad
-            else:
-                start = torch.where(new >= size, ((new - size) / 2).round().long(), -((size - new) // 2))
-            taps = resample_taps(old, new, "bilinear")
-            old, new, start, mirror = _send(canvas.device, old, new, start, reflect)
-            source = start.view(-1, 1) + torch.arange(size, device=canvas.device).view(1, -1)
-            last = (new - 1).view(-1, 1)
-            if p.random_crop:
-                source = torch.where(mirror.view(-1, 1), _reflect(source, last), source).clamp(min=0).minimum(last)
-                inside = torch.ones_like(source, dtype=torch.bool)
-            else:
-                inside = (source >= 0) & (source <= last)
-                source = source.clamp(min=0).minimum(last)
-            sides.append(resample_matrix(old, new, source, length, "bilinear", taps) * inside.unsqueeze(-1))
-        rows, columns = sides
-        (flips,) = _send(canvas.device, flips)
+        # both sides in one go: the n heights, then the n widths
+        n, (canvas_h, canvas_w) = len(heights), canvas.shape[-2:]
+        old, new, where = torch.cat([heights, widths]), torch.cat([new_h, new_w]), crops.flatten()
+        if p.random_crop:
+            pad = (size - new).clamp(min=0)
+            start = (where * (new + 2 * pad - size + 1)).floor().long() - pad
+        else:
+            start = torch.where(new >= size, ((new - size) / 2).round().long(), -((size - new) // 2))
+        taps = resample_taps(old, new, "bilinear")
+        old, new, start, mirror, flips = _send(canvas.device, old, new, start, reflect.repeat(2), flips)
+        source = start.view(-1, 1) + torch.arange(size, device=canvas.device).view(1, -1)
+        last = (new - 1).view(-1, 1)
+        if p.random_crop:
+            source = torch.where(mirror.view(-1, 1), _reflect(source, last), source).clamp(min=0).minimum(last)
+            inside = torch.ones_like(source, dtype=torch.bool)
+        else:
+            inside = (source >= 0) & (source <= last)
+            source = source.clamp(min=0).minimum(last)
+        sides = resample_matrix(old, new, source, max(canvas_h, canvas_w), "bilinear", taps) * inside.unsqueeze(-1)
+        rows, columns = sides[:n, :, :canvas_h], sides[n:, :, :canvas_w]
         columns = torch.where(flips.view(-1, 1, 1), columns.flip(1), columns)
         return apply_matrices(canvas, rows, columns)
 
