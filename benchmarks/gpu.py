@@ -9,7 +9,11 @@ Prints three Markdown tables for benchmarks/RESULTS.md:
    each degradation as the preset draws it, weighted by its probability; resize + crop + flip; to tensor +
    normalise) and per batch (collate; copy to the device; one training step); then the device path's
    work per batch (train.augment_on device: DeviceAugment on images decoded once and kept on the device).
-   The largest cost sets the pace.
+   The largest cost sets the pace. Then, for each batch size, the device path's augmentation, the training
+   step and both, each queued back to back: milliseconds per batch until the device is done, against the
+   GPU's kernel time per batch (torch.profiler), and the torch operations and GPU kernels per batch. Queued
+   time well above kernel time: the host's launches set the pace (fewer, fused operations or CUDA graphs
+   would help); close to it: the GPU's work does.
 2. Throughput, for each batch size x precision (train.precision) x augmentation path (train.augment_on) x
    loader workers (train.num_workers, loader path only): the pipeline's images/s (loader: files decoded and
    augmented by the DataLoader, copied; device: cached images augmented on the device; one step each
@@ -32,6 +36,7 @@ import platform
 import random
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -93,18 +98,42 @@ def stage_costs(rows: list[dict], params: Params, steps: StepSettings, batch: in
     return [(name, seconds * 1000, per) for name, seconds, per in timed]
 
 
-def operations(augment: DeviceAugment, images: list[torch.Tensor], steps: StepSettings) -> tuple[int, int]:
-    """(torch operations, GPU kernels) that one call of `augment` on `images` runs, as torch.profiler counts
-    them (aten:: events, nested ones included; kernels 0 on a CPU)."""
+def work_profile(work: Callable[[], object], steps: StepSettings, repeats: int = 5) -> tuple[float, float, int, int]:
+    """(ms per call with `repeats` calls queued back to back, the clock stopped when the device is done; GPU
+    kernel ms per call; torch operations and GPU kernels per call), the last three as torch.profiler counts
+    one call (aten:: events, nested ones included; kernels 0 on a CPU)."""
+    _sync(work(), steps)  # warm-up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        work()
+    _sync(None, steps)
+    queued = (time.perf_counter() - started) / repeats
     activities = [torch.profiler.ProfilerActivity.CPU]
     if steps.device.type == "cuda":
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     with torch.profiler.profile(activities=activities) as profiled:
-        _sync(augment(images), steps)
+        _sync(work(), steps)
     events = profiled.key_averages()
     aten = sum(event.count for event in events if event.key.startswith("aten::"))
-    kernels = sum(event.count for event in events if event.device_type == torch.autograd.DeviceType.CUDA)
-    return aten, kernels
+    on_gpu = [event for event in events if event.device_type == torch.autograd.DeviceType.CUDA]
+    kernel_ms = sum(event.self_device_time_total for event in on_gpu) / 1000
+    return queued * 1000, kernel_ms, aten, sum(event.count for event in on_gpu)
+
+
+def device_path_work(params: Params, device: torch.device, precision: str, images: list[torch.Tensor]) -> list[tuple]:
+    """(work, queued ms, GPU kernel ms, torch operations, GPU kernels) per batch of `images` (on the device):
+    the device path's augmentation, the training step on its output, and both, as training queues them."""
+    steps = StepSettings.resolve(precision, 0, device, augment_on="device")
+    augment = DeviceAugment(params.train, device, 0)
+    _, _, step = _step(params, steps)
+    targets = steps.tensor(torch.zeros(len(images), dtype=torch.long))
+    inputs = steps.images(augment(images))
+    works = {
+        "augment (DeviceAugment)": lambda: augment(images),
+        "training step": lambda: step(inputs, targets),
+        "augment + step": lambda: step(steps.images(augment(images)), targets),
+    }
+    return [(name, *work_profile(work, steps)) for name, work in works.items()]
 
 
 @contextlib.contextmanager
@@ -231,10 +260,12 @@ def main() -> None:
     paths = [row["path"] for row in rows]
     decoded = decode_once(paths, params.split.max_pixels, device) if "device" in args.augment else None
     for batch in args.batch_sizes if decoded else []:  # a fixed number of operations, whatever the batch size
-        aten, kernels = operations(DeviceAugment(params.train, device, 0), decoded[:batch], steps)
-        print(
-            f"\ndevice path, batch {batch}: {aten} torch operations, {kernels} GPU kernels per batch (torch.profiler)"
-        )
+        print(f"\n| device path, batch {batch}, {args.precisions[-1]} | queued ms per batch | GPU kernel ms per batch "
+              "| torch operations | GPU kernels |\n|---|---|---|---|---|")  # fmt: skip
+        for work, queued, kernel_ms, aten, kernels in device_path_work(
+            params, device, args.precisions[-1], decoded[:batch]
+        ):
+            print(f"| {work} | {queued:.2f} | {kernel_ms:.2f} | {aten} | {kernels} |")
     print(
         "\n| batch | precision | augment_on | workers | pipeline images/s | raw images/s | pipeline / raw "
         "| host waits per batch |\n|---|---|---|---|---|---|---|---|"

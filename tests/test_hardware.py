@@ -87,8 +87,10 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_tables(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "| decode (load_image) |" in done.stdout and "| training step (fp32) |" in done.stdout
     assert "| device path: augment the batch (DeviceAugment on images cached on the device) |" in done.stdout
-    counted = re.search(r"device path, batch 4: (\d+) torch operations, 0 GPU kernels per batch", done.stdout)
-    assert counted and int(counted.group(1)) > 0, done.stdout
+    assert "| device path, batch 4, fp32 | queued ms per batch | GPU kernel ms per batch |" in done.stdout
+    for work in ("augment (DeviceAugment)", "training step", "augment + step"):
+        counted = re.search(rf"\| {re.escape(work)} \| ([\d.]+) \| 0.00 \| (\d+) \| 0 \|", done.stdout)
+        assert counted and float(counted.group(1)) > 0 and int(counted.group(2)) > 0, done.stdout
     for path in ("loader", "device"):  # train.augment_on: both paths measured
         row = next(line for line in done.stdout.splitlines() if line.startswith(f"| 4 | fp32 | {path} | 0 (0) |"))
         cells = row.strip("|").split("|")
