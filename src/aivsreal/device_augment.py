@@ -270,9 +270,11 @@ class DeviceAugment:
         for index, image in enumerate(images):
             shapes.setdefault(tuple(image.shape), []).append(index)
         for members in shapes.values():  # one pass per image size (a single one for most data sets)
-            index = torch.tensor(members)
-            group = torch.stack([images[i] for i in members])  # where the images are: host, or the device (cache)
-            device_index, group = _send(self.device, index, group)
+            index, group = torch.tensor(members), [images[i] for i in members]
+            (device_index,) = _send(self.device, index)
+            if group[0].device.type != self.device.type:  # from the host: each image copied as the loader pinned
+                group = _send(self.device, *group)  # it, then stacked on the device (no host copy of the batch)
+            group = torch.stack(group)
             canvas, heights, widths = degrade(group.float(), *(draw[index] for draw in draws))
             batch[device_index] = self._crop(canvas, heights, widths, crops[:, index], flips[index])
         batch = batch.div_(255)
