@@ -77,12 +77,12 @@ def resample_taps(in_sizes: torch.Tensor, out_sizes: torch.Tensor, kind: str) ->
 
 
 def resample_matrix(
-    in_sizes: torch.Tensor, out_sizes: torch.Tensor, rows: torch.Tensor, columns: int, kind: str, taps: int = 0
+    in_sizes: torch.Tensor, out_sizes: torch.Tensor, rows: torch.Tensor, columns: int, kind: str, taps: int
 ):
     """Antialiased resampling as matrices, the weights Pillow and torchvision's `antialias=True` resize use:
     for image n, row r of the result reads output position rows[n, r] of a resize from in_sizes[n] to
     out_sizes[n] pixels, as weights over `columns` input positions (zero past in_sizes[n]). (N, R, columns).
-    `taps`: `resample_taps` of the sizes, worked out on the host (0: here, from the sizes given)."""
+    `taps`: `resample_taps` of the sizes, worked out on the host (the widest window, as Pillow sizes its own)."""
     kernel, support = KERNELS[kind]
     scale = (in_sizes / out_sizes).to(torch.float64).view(-1, 1, 1)
     stretch = scale.clamp(min=1.0)  # a shrink widens the kernel (antialiasing); an enlargement does not
@@ -90,7 +90,6 @@ def resample_matrix(
     centre = (rows.to(torch.float64).unsqueeze(-1) + 0.5) * scale
     low = (centre - reach + 0.5).floor().clamp(min=0)  # Pillow's window of taps: [low, high)
     high = torch.minimum((centre + reach + 0.5).floor(), in_sizes.view(-1, 1, 1).to(torch.float64))
-    taps = taps or resample_taps(in_sizes, out_sizes, kind)  # the widest window, as Pillow sizes its own
     x = low + torch.arange(taps, dtype=torch.float64, device=rows.device)
     weights = kernel((x - centre + 0.5) / stretch) * (x < high)
     weights = (weights / weights.sum(-1, keepdim=True)).float()
@@ -110,12 +109,11 @@ def blur_reach(sigmas: torch.Tensor) -> int:
     return int(torch.ceil(3 * sigmas).long().max())
 
 
-def blur_matrix(sizes: torch.Tensor, sigmas: torch.Tensor, length: int, reach: int = -1) -> torch.Tensor:
+def blur_matrix(sizes: torch.Tensor, sigmas: torch.Tensor, length: int, reach: int) -> torch.Tensor:
     """torchvision's gaussian_blur (kernel 2 ceil(3 sigma) + 1, reflect padding) along one side of each image,
     as a (N, length, length) matrix; sigma 0 leaves the image as it is. Rows past sizes[n] repeat its last row.
-    `reach`: `blur_reach` of the sigmas, worked out on the host (-1: here, from the sigmas given)."""
+    `reach`: `blur_reach` of the sigmas, worked out on the host."""
     radii = torch.ceil(3 * sigmas).long()
-    reach = reach if reach >= 0 else blur_reach(sigmas)
     offsets = torch.arange(-reach, reach + 1, device=sigmas.device)
     gauss = torch.exp(-0.5 * (offsets.view(1, -1) / sigmas.clamp(min=1e-6).view(-1, 1)) ** 2)
     gauss = gauss * (offsets.view(1, -1).abs() <= radii.view(-1, 1))
