@@ -167,7 +167,8 @@ def test_with_the_same_draws_the_device_batch_is_the_pillow_chain():
 def test_the_device_path_never_waits_for_the_device(overrides):
     """On PyTorch's meta device tensors have shapes but no values: any step that reads a device value on the
     host (`.item()`, `nonzero`, a maximum turned into a Python number) fails there. The whole batch runs, so
-    on a GPU the host never waits for the device to queue the next step; the batch is what the CPU makes."""
+    on a GPU the host never waits for the device to queue the next step; the batch has the CPU batch's shape,
+    and the sizes after the shrink stay on the host, as the crop needs them."""
     p = loader_params(**overrides).train
     images = [pil_to_tensor(smooth_image(w, h, seed=i)) for i, (w, h) in enumerate([(96, 80)] * 5 + [(20, 14)])]
     meta = torch.device("meta")
