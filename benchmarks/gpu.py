@@ -136,10 +136,14 @@ def device_path_work(params: Params, device: torch.device, precision: str, image
     return [(name, *work_profile(work, steps)) for name, work in works.items()]
 
 
+SYNC = "called a synchronizing CUDA operation"  # torch.cuda's sync debug warning (c10 warn_or_error_on_sync)
+
+
 @contextlib.contextmanager
 def host_waits(steps: StepSettings):
-    """The times the host waits for the GPU inside the block (a list, one entry each), as torch.cuda's sync
-    debug mode reports them: item(), nonzero, blocking copies, synchronize. Empty on a CPU."""
+    """The warnings raised inside the block (a list), with torch.cuda's sync debug mode reporting each time the
+    host waits for the GPU (item(), nonzero, blocking copies, synchronize) as one whose message is SYNC.
+    Empty on a CPU."""
     if steps.device.type != "cuda":
         yield []
         return
@@ -180,7 +184,7 @@ def throughput(
                 done += 1
                 if done == batches + 1:
                     break
-        waited = None if steps.device.type != "cuda" else len(waits) / batches
+        waited = None if steps.device.type != "cuda" else sum(SYNC in str(w.message) for w in waits) / batches
     _sync(None, steps)  # the queued steps finish
     pipeline = seen / (time.perf_counter() - started)
     fixed = steps.images(torch.randn(batch, 3, p.image_size, p.image_size))
