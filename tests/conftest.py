@@ -10,6 +10,17 @@ import pytest
 PROJECT = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """Under pytest-xdist, each worker's own torch work gets its share of the cores (1 thread each for 2
+    workers on 2 cores): two workers with a thread per core each would oversubscribe the machine. Processes
+    the tests start (dvc repro, servers, torchrun) keep torch's default."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(workers)))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def venv_on_path():
     """Stage commands run `python`, and `mlflow models serve` needs uvicorn: use this interpreter's bin."""
