@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import platform
 import random
 import time
@@ -46,7 +47,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from aivsreal.degradations import blur, downscale, jpeg
 from aivsreal.device_augment import DeviceAugment
-from aivsreal.hardware import StepSettings
+from aivsreal.hardware import HardwareError, StepSettings
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, set_trainable
 from aivsreal.params import Params, load_overrides
@@ -122,18 +123,34 @@ def work_profile(work: Callable[[], object], steps: StepSettings, repeats: int =
 
 def device_path_work(params: Params, device: torch.device, precision: str, images: list[torch.Tensor]) -> list[tuple]:
     """(work, queued ms, GPU kernel ms, torch operations, GPU kernels) per batch of `images` (on the device):
-    the device path's augmentation, the training step on its output, and both, as training queues them."""
+    the device path's augmentation (exact shapes; fixed shapes; on CUDA, fixed shapes replayed as a CUDA graph,
+    train.augment_graphs), the training step on its output, and both, as training queues them. A work that
+    fails is a row with its error."""
     steps = StepSettings.resolve(precision, 0, device, augment_on="device")
     augment = DeviceAugment(params.train, device, 0)
+    fixed = DeviceAugment(params.train, device, 0, shapes="fixed")
     _, _, step = _step(params, steps)
     targets = steps.tensor(torch.zeros(len(images), dtype=torch.long))
     inputs = steps.images(augment(images))
     works = {
         "augment (DeviceAugment)": lambda: augment(images),
+        "augment, fixed shapes": lambda: fixed(images),
         "training step": lambda: step(inputs, targets),
         "augment + step": lambda: step(steps.images(augment(images)), targets),
     }
-    return [(name, *work_profile(work, steps)) for name, work in works.items()]
+    if device.type == "cuda":
+        graphs = DeviceAugment(params.train, device, 0, shapes="graphs")
+        works["augment, CUDA graphs"] = lambda: graphs(images)
+        works["augment (CUDA graphs) + step"] = lambda: step(steps.images(graphs(images)), targets)
+    rows = []
+    for name, work in works.items():
+        try:
+            rows.append((name, *work_profile(work, steps)))
+        except Exception as error:  # noqa: BLE001 - the measurement goes on; the row says what failed
+            rows.append((f"{name}: failed ({type(error).__name__}: {error})", math.nan, math.nan, 0, 0))
+    if device.type == "cuda" and graphs.graphs.failures:
+        rows.append((f"CUDA graph capture failed, ran eagerly: {graphs.graphs.failures[0][:200]}", *[math.nan] * 4))
+    return rows
 
 
 SYNC = "called a synchronizing CUDA operation"  # torch.cuda's sync debug warning (c10 warn_or_error_on_sync)
@@ -167,7 +184,7 @@ def throughput(
     if steps.augment_on == "device":
         dataset = ManifestDataset(rows, names, None, max_pixels, decoded=decoded)
         loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate_images)
-        augment = DeviceAugment(p, steps.device, 0)
+        augment = DeviceAugment(p, steps.device, 0, shapes="graphs" if steps.augment_graphs else "exact")
     else:
         dataset = ManifestDataset(rows, names, train_transform(p), max_pixels)
         loader = DataLoader(dataset, batch_size=batch, shuffle=True, drop_last=True, **steps.loader_options())
@@ -236,8 +253,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=("fp32", "bf16", "fp16"))
     parser.add_argument("--workers", nargs="+", default=["2", "auto"], help="train.num_workers values to try")
-    parser.add_argument("--augment", nargs="+", default=["loader", "device"], choices=("loader", "device"),
-                        help="train.augment_on paths to try (device: images decoded once onto the device)")  # fmt: skip
+    augment_paths = ("loader", "device", "graphs")
+    parser.add_argument("--augment", nargs="+", default=list(augment_paths), choices=augment_paths,
+                        help="augmentation paths (device: images decoded once onto the device; graphs: device "
+                        "with train.augment_graphs, CUDA only)")  # fmt: skip
     parser.add_argument("--batches", type=int, default=20, help="timed batches per throughput measurement")
     parser.add_argument("--full", action="store_true", help="also time one full training with the preset")
     args = parser.parse_args()
@@ -262,7 +281,8 @@ def main() -> None:
         print(f"| {stage} | {ms:.2f} | {per} |")
 
     paths = [row["path"] for row in rows]
-    decoded = decode_once(paths, params.split.max_pixels, device) if "device" in args.augment else None
+    on_device = {"device", "graphs"} & set(args.augment)
+    decoded = decode_once(paths, params.split.max_pixels, device) if on_device else None
     for batch in args.batch_sizes if decoded else []:  # a fixed number of operations, whatever the batch size
         print(f"\n| device path, batch {batch}, {args.precisions[-1]} | queued ms per batch | GPU kernel ms per batch "
               "| torch operations | GPU kernels |\n|---|---|---|---|---|")  # fmt: skip
@@ -276,13 +296,24 @@ def main() -> None:
     )
     for batch in args.batch_sizes:
         for precision in args.precisions:
-            for augment_on in args.augment:
+            for path in args.augment:
+                augment_on, graphs = ("device", True) if path == "graphs" else (path, False)
                 for workers in args.workers if augment_on == "loader" else ["0"]:
                     number = workers if workers == "auto" else int(workers)
-                    steps = StepSettings.resolve(precision, number, device, augment_on=augment_on)
-                    pipeline, raw, waited = throughput(rows, params, steps, batch, args.batches, decoded)
+                    label = "device (CUDA graphs)" if graphs else augment_on
+                    try:
+                        steps = StepSettings.resolve(precision, number, device, augment_on=augment_on,
+                                                     augment_graphs=graphs)  # fmt: skip
+                        pipeline, raw, waited = throughput(rows, params, steps, batch, args.batches, decoded)
+                    except HardwareError as error:  # CUDA graphs on a CPU
+                        print(f"| {batch} | {precision} | {label} | {workers} | n/a: {error} | | | |")
+                        continue
+                    except Exception as error:  # noqa: BLE001 - the other rows are still measured
+                        print(f"| {batch} | {precision} | {label} | {workers} | failed: {type(error).__name__}: "
+                              f"{str(error)[:200]} | | | |")  # fmt: skip
+                        continue
                     waits = "n/a (CPU)" if waited is None else f"{waited:.1f}"
-                    print(f"| {batch} | {precision} | {augment_on} | {workers} ({steps.num_workers}) | "
+                    print(f"| {batch} | {precision} | {label} | {workers} ({steps.num_workers}) | "
                           f"{pipeline:.1f} | {raw:.1f} | {pipeline / raw:.2f} | {waits} |")  # fmt: skip
     if args.full:
         split = int(len(rows) * 0.85)
@@ -290,7 +321,8 @@ def main() -> None:
         auto = {"train.precision": "auto", "train.num_workers": "auto", "train.augment_on": "auto",
                 "train.cache_images": "auto"}  # fmt: skip
         result = train(params.with_overrides(auto), rows[:split], rows[split:])
-        print(f"\nfull training ({result.precision}, augmented in the {result.augment_on}, images cached "
+        print(f"\nfull training ({result.precision}, augmented in the {result.augment_on}, CUDA graphs "
+              f"{result.augment_graphs}, images cached "
               f"{result.cache_images}, {result.num_workers} workers, {len(result.history)} epochs on {split} images): "
               f"{time.perf_counter() - started:.1f} s")  # fmt: skip
 

@@ -116,6 +116,7 @@ def run_stage(params, context: distributed.Context) -> None:
             "num_workers_used": result.num_workers,
             "augment_on_used": result.augment_on,  # train.augment_on and cache_images as resolved
             "cache_images_used": result.cache_images,
+            "augment_graphs_used": result.augment_graphs,
             **calibrated,
         },
     )
@@ -158,7 +159,8 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     weights_used = result.config.pretrained_used
     mlflow.log_param("pretrained_used", weights_used)
     mlflow.log_params({"precision_used": result.precision, "num_workers_used": result.num_workers,
-                       "augment_on_used": result.augment_on, "cache_images_used": result.cache_images})  # fmt: skip
+                       "augment_on_used": result.augment_on, "cache_images_used": result.cache_images,
+                       "augment_graphs_used": result.augment_graphs})  # fmt: skip
     mlflow.set_tag("pretrained_used", weights_used)
     mlflow.set_tag("experts", "forensic+wild" if params.model.forensic else "single")
     best = result.history[result.best_epoch - 1]

@@ -19,7 +19,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from aivsreal import degradations
 from aivsreal.degradations import RandomDegrade
 from aivsreal.device_augment import DeviceAugment, degrade, jpeg
-from aivsreal.hardware import StepSettings
+from aivsreal.hardware import CudaGraphs, HardwareError, StepSettings
 from aivsreal.images import BadImageError
 from aivsreal.training import decode_once, train, train_transform
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -164,7 +164,8 @@ def test_with_the_same_draws_the_device_batch_is_the_pillow_chain():
      {"downscale_prob": 1.0, "blur_prob": 1.0, "jpeg_prob": 1.0}, {"downscale_prob": 0.0, "blur_prob": 0.0,
      "jpeg_prob": 0.0}],
 )  # fmt: skip
-def test_the_device_path_never_waits_for_the_device(overrides):
+@pytest.mark.parametrize("shapes", ["exact", "fixed"])
+def test_the_device_path_never_waits_for_the_device(overrides, shapes):
     """On PyTorch's meta device tensors have shapes but no values: any step that reads a device value on the
     host (`.item()`, `nonzero`, a maximum turned into a Python number) fails there. The whole batch runs, so
     on a GPU the host never waits for the device to queue the next step; the batch has the CPU batch's shape,
@@ -173,11 +174,67 @@ def test_the_device_path_never_waits_for_the_device(overrides):
     images = [pil_to_tensor(smooth_image(w, h, seed=i)) for i, (w, h) in enumerate([(96, 80)] * 5 + [(20, 14)])]
     meta = torch.device("meta")
     for given in (images, [image.to(meta) for image in images]):  # from the host, or cached on the device
-        batch = DeviceAugment(p, meta, 0)(given)
+        batch = DeviceAugment(p, meta, 0, shapes=shapes)(given)
         assert batch.device == meta and batch.shape == DeviceAugment(p, CPU, 0)(images).shape
     canvas, heights, widths = degrade(torch.stack(images[:5]).float().to(meta), *torch.tensor(
         [[0.5, 1.0, 1.0, 0.7, 1.0], [0.0, 1.5, 0.0, 0.8, 0.0], [0, 0, 70, 90, 0]]).unbind())  # fmt: skip
     assert canvas.shape == (5, 3, 80, 96) and heights.tolist() == [40, 80, 80, 56, 80] and not heights.is_meta
+
+
+SETTINGS = [{}, {"random_crop": False}, {"resize": 0, "image_size": 48}, {"color_jitter": 0.4, "grayscale_prob": 0.5},
+            {"downscale_prob": 1.0, "blur_prob": 1.0, "jpeg_prob": 1.0},
+            {"downscale_prob": 0.0, "blur_prob": 0.0, "jpeg_prob": 0.0}]  # fmt: skip
+GREY_LEVEL = 1.0001 / 255 / min(IMAGENET_STD)  # one uint8 step after normalising
+
+
+def mixed_images(count: int = 6, seed: int = 0) -> list[torch.Tensor]:
+    sizes = [(96, 80)] * count + [(20, 14), (50, 120)]
+    return [pil_to_tensor(smooth_image(w, h, seed=seed + i)) for i, (w, h) in enumerate(sizes)]
+
+
+@pytest.mark.parametrize("overrides", SETTINGS)
+def test_fixed_shapes_give_the_exact_batch(overrides):
+    """shapes fixed (what CUDA graphs replay) sends every image through every step and puts the undrawn ones
+    back: the same batches as the exact path, batch after batch, up to float rounding that can move a value
+    by one grey level."""
+    p = loader_params(**overrides).train
+    exact, fixed = DeviceAugment(p, CPU, 0), DeviceAugment(p, CPU, 0, shapes="fixed")
+    for seed in range(3):
+        images = mixed_images(seed=seed)
+        ours, theirs = exact(images), fixed(images)
+        difference = (ours - theirs).abs()
+        assert difference.max() <= GREY_LEVEL and (difference == 0).float().mean() > 0.999
+
+
+def test_fixed_shapes_keep_the_work_the_same_for_every_batch():
+    """A CUDA graph replays one set of shapes: with fixed shapes the planned work of a batch size and image size
+    is the same whatever the draws, where the exact path sizes it for each batch's draws."""
+    p = loader_params().train
+    plans = {}
+    for shapes in ("exact", "fixed"):
+        augment, generator = DeviceAugment(p, CPU, 0, shapes=shapes), torch.Generator().manual_seed(1)
+        works = set()
+        for _ in range(12):
+            draws = augment.degrade.draw_batch(8, generator)
+            crops, flips = torch.rand(2, 8, generator=generator), torch.rand(8, generator=generator) < 0.5
+            works.add(augment._plan((80, 96), list(draws), crops, flips)[0])
+        plans[shapes] = works
+    assert len(plans["fixed"]) == 1 and len(plans["exact"]) > 1
+    (work,) = plans["fixed"]
+    assert (work.changed, work.resaved, work.masked) == (8, 8, True)
+    with pytest.raises(ValueError, match="shapes must be one of"):
+        DeviceAugment(p, CPU, 0, shapes="static")
+
+
+def test_cuda_graphs_need_a_gpu():
+    with pytest.raises(HardwareError, match="CUDA GPU"):
+        CudaGraphs(CPU)
+    with pytest.raises(HardwareError, match="augment_graphs"):
+        StepSettings.resolve("auto", "auto", CPU, augment_on="device", augment_graphs=True)
+    for setting in ("auto", False):
+        assert not StepSettings.resolve("auto", "auto", CPU, augment_on="device", augment_graphs=setting).augment_graphs
+    # on the loader path there is nothing to capture: true is ignored rather than refused
+    assert not StepSettings.resolve("auto", "auto", CPU, augment_on="loader", augment_graphs=True).augment_graphs
 
 
 @pytest.fixture(scope="module")
@@ -264,3 +321,32 @@ def test_on_a_gpu_the_batch_is_queued_without_a_host_wait():
         finally:
             torch.cuda.set_sync_debug_mode("default")
         assert all(batch.is_cuda and batch.shape == (6, 3, 32, 32) for batch in batches) and targets.is_cuda
+
+
+@needs_cuda
+def test_cuda_graphs_replay_the_fixed_shape_batch_without_a_host_wait():
+    """One graph per batch and image size, captured at the first batch and replayed for the next ones with new
+    draws: each replay gives what the fixed-shape path gives operation by operation on the GPU, and queues
+    without the host waiting for the GPU."""
+    cuda = torch.device("cuda")
+    p = loader_params().train
+    graphs, eager = DeviceAugment(p, cuda, 4, shapes="graphs"), DeviceAugment(p, cuda, 4, shapes="fixed")
+    batches = [[image.to(cuda) for image in mixed_images(count=6)[:6]]] * 4  # the same images, new draws
+    replayed = [graphs(batch) for batch in batches[:1]]
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        replayed += [graphs(batch) for batch in batches[1:]]
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(graphs.graphs.graphs) == 1 and not graphs.graphs.failures
+    for ours, batch in zip(replayed, batches, strict=True):
+        theirs = eager(batch)
+        assert (ours - theirs).abs().max() <= GREY_LEVEL
+    assert not torch.equal(replayed[1], replayed[2])  # each replay its own draws, not the captured ones
+
+
+@needs_cuda
+def test_gpu_training_uses_cuda_graphs_for_the_augmentation(rows):
+    result = train(loader_params(device="cuda", augment_on="device", augment_graphs="auto", epochs=2), *rows)
+    assert result.augment_graphs and all(math.isfinite(row["train_loss"]) for row in result.history)

@@ -88,7 +88,7 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_tables(tmp_path):
     assert "| decode (load_image) |" in done.stdout and "| training step (fp32) |" in done.stdout
     assert "| device path: augment the batch (DeviceAugment on images cached on the device) |" in done.stdout
     assert "| device path, batch 4, fp32 | queued ms per batch | GPU kernel ms per batch |" in done.stdout
-    for work in ("augment (DeviceAugment)", "training step", "augment + step"):
+    for work in ("augment (DeviceAugment)", "augment, fixed shapes", "training step", "augment + step"):
         counted = re.search(rf"\| {re.escape(work)} \| ([\d.]+) \| 0.00 \| (\d+) \| 0 \|", done.stdout)
         assert counted and float(counted.group(1)) > 0 and int(counted.group(2)) > 0, done.stdout
     for path in ("loader", "device"):  # train.augment_on: both paths measured
@@ -97,3 +97,4 @@ def test_the_gpu_benchmark_runs_on_the_cpu_and_prints_its_tables(tmp_path):
         pipeline, raw, ratio = (float(cell) for cell in cells[4:7])
         assert pipeline > 0 and raw > 0 and ratio == pytest.approx(pipeline / raw, rel=0.05)  # both printed rounded
         assert cells[7].strip() == "n/a (CPU)"  # host waits for the GPU: counted on CUDA only
+    assert "| 4 | fp32 | device (CUDA graphs) | 0 | n/a: train.augment_graphs true needs a CUDA GPU" in done.stdout

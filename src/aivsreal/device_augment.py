@@ -36,14 +36,16 @@ the GPU to finish the batch before it could queue the next step; the tests run t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+from dataclasses import dataclass
 
 import torch
 from torchvision.transforms.v2 import functional as F
 
 from aivsreal.degradations import RandomDegrade
-from aivsreal.hardware import send
+from aivsreal.hardware import CudaGraphs, send
 from aivsreal.params import TrainParams
 from aivsreal.transforms import IMAGENET_MEAN, IMAGENET_STD
 
@@ -211,6 +213,103 @@ def _multiple(size: int, block: int) -> int:
     return -(-size // block) * block
 
 
+@dataclass(frozen=True)
+class Work:
+    """The numbers that shape the tensors of one group of same-size images (hashable: with fixed shapes, the key
+    of the group's CUDA graph). Each image's own numbers travel beside it as host tensors (`pack`)."""
+
+    count: int  # images in the group
+    height: int
+    width: int
+    canvas_h: int  # a multiple of JPEG's 16-pixel blocks when any image may be re-saved
+    canvas_w: int
+    changed: int  # images shrunk or blurred
+    taps: int  # the shrink's widest window (resample_taps)
+    reach: int  # the blur's widest reach (blur_reach)
+    resaved: int  # images re-saved as JPEG
+    masked: bool  # fixed shapes: every image re-saved, the ones not drawn for it put back after
+    crop_taps: int = 0  # the resize's widest window; 0 before the crop is planned
+
+
+def plan_degrade(height: int, width: int, factors, sigmas, qualities, fixed: RandomDegrade | None = None):
+    """The host's part of `degrade` for same-size images: (Work, per-image numbers, heights, widths after the
+    shrink), all from the draws (host tensors). `fixed`: the degradations' ranges, for fixed shapes (what a CUDA
+    graph needs): every image goes through every step that has a probability, the untouched ones with identity
+    matrices and put back after JPEG, and the windows are sized for the widest draw the ranges allow."""
+    count = len(factors)
+    heights = (height * factors.double()).round().clamp(min=1).long()
+    widths = (width * factors.double()).round().clamp(min=1).long()
+    if fixed is None:
+        changed = ((factors < 1) | (sigmas > 0)).nonzero().flatten()
+        resaved = (qualities > 0).nonzero().flatten()
+    else:
+        every = torch.arange(count)
+        changed = every if fixed.downscale_prob > 0 or fixed.blur_prob > 0 else every[:0]
+        resaved = every if fixed.jpeg_prob > 0 else every[:0]
+    block = 16 if len(resaved) else 1
+    k, numbers, taps, reach = len(changed), {}, 0, 0
+    if k:  # shrink then blur: one matrix per side and image, both sides made in one go
+        new_sizes = torch.cat([heights[changed], widths[changed]])  # the k images' heights, then their widths
+        old_sizes = torch.tensor([height] * k + [width] * k)
+        taps, reach = resample_taps(old_sizes, new_sizes, "bicubic"), blur_reach(sigmas[changed])
+        if fixed is not None and fixed.downscale_prob > 0:  # the smallest size of the range (one less: rounding)
+            smallest = (torch.tensor([height, width]) * fixed.downscale_min).round().sub(1).clamp(min=1)
+            taps = max(taps, resample_taps(torch.tensor([height, width]), smallest, "bicubic"))
+        if fixed is not None and fixed.blur_prob > 0:
+            reach = max(reach, math.ceil(3 * fixed.blur_sigma_max))
+        if k < count:
+            numbers["changed"] = changed
+        numbers |= {"old": old_sizes, "new": new_sizes, "sigmas": sigmas[changed].repeat(2)}
+    if len(resaved):
+        if len(resaved) < count:
+            numbers["resaved"] = resaved
+        numbers["qualities"] = qualities[resaved]
+    work = Work(count, height, width, _multiple(height, block), _multiple(width, block), k, taps, reach,
+                len(resaved), fixed is not None)  # fmt: skip
+    return work, numbers, heights, widths
+
+
+def degrade_pixels(images: torch.Tensor, numbers: dict[str, torch.Tensor], work: Work) -> torch.Tensor:
+    """The device's part of `degrade`: `numbers` as `plan_degrade` made them, on the images' device."""
+    height, width, canvas_h, canvas_w = work.height, work.width, work.canvas_h, work.canvas_w
+    every = work.changed == work.count
+    if not every:
+        canvas = torch.nn.functional.pad(images, [0, canvas_w - width, 0, canvas_h - height], mode="replicate")
+    if work.changed:
+        k, longest, new = work.changed, max(canvas_h, canvas_w), numbers["new"]
+        rows = torch.arange(longest, device=images.device).minimum(new.view(-1, 1) - 1)
+        shrink = resample_matrix(numbers["old"], new, rows, max(height, width), "bicubic", work.taps)
+        sides = blur_matrix(new, numbers["sigmas"], longest, work.reach) @ shrink  # (2k, longest, longest side)
+        source = images if every else images[numbers["changed"]]
+        shrunk = apply_matrices(source, sides[:k, :canvas_h, :height], sides[k:, :canvas_w, :width])
+        if every:
+            canvas = shrunk
+        else:
+            canvas[numbers["changed"]] = shrunk
+    if work.resaved:
+        qualities = numbers["qualities"]
+        if work.masked:
+            canvas = torch.where((qualities > 0).view(-1, 1, 1, 1), jpeg(canvas, qualities), canvas)
+        elif work.resaved == work.count:
+            canvas = jpeg(canvas, qualities)
+        else:
+            canvas[numbers["resaved"]] = jpeg(canvas[numbers["resaved"]], qualities)
+    return canvas
+
+
+def pack(numbers: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple]:
+    """Host tensors as one float64 tensor (exact for these integers and float32 draws), to travel to the device
+    in one copy, and the layout `unpack` reads it back with."""
+    layout = tuple((name, values.numel(), values.dtype) for name, values in numbers.items())
+    flat = [values.double().flatten() for values in numbers.values()]
+    return (torch.cat(flat) if flat else torch.zeros(0, dtype=torch.float64)), layout
+
+
+def unpack(flat: torch.Tensor, layout: tuple) -> dict[str, torch.Tensor]:
+    parts = flat.split([length for _, length, _ in layout])
+    return {name: part.to(dtype) for (name, _, dtype), part in zip(layout, parts, strict=True)}
+
+
 def degrade(images: torch.Tensor, factors: torch.Tensor, sigmas: torch.Tensor, qualities: torch.Tensor):
     """RandomDegrade's steps on same-size images ((N, 3, H, W) floats holding uint8 levels, on any device),
     each with its own draws (host tensors, as `RandomDegrade.draw_batch` makes them): shrink by factors[n],
@@ -218,32 +317,22 @@ def degrade(images: torch.Tensor, factors: torch.Tensor, sigmas: torch.Tensor, q
     blocks when any is re-saved; each image in its top-left corner, its last row and column repeated beyond)
     on their device, and each image's (heights, widths) on the host. Which images change, their sizes and the
     widest windows are worked out from the draws on the host: nothing waits for the device."""
-    device, (height, width) = images.device, images.shape[-2:]
-    heights = (height * factors.double()).round().clamp(min=1).long()
-    widths = (width * factors.double()).round().clamp(min=1).long()
-    resaved = (qualities > 0).nonzero().flatten()
-    block = 16 if len(resaved) else 1
-    canvas_h, canvas_w = _multiple(height, block), _multiple(width, block)
-    canvas = torch.nn.functional.pad(images, [0, canvas_w - width, 0, canvas_h - height], mode="replicate")
-    changed = ((factors < 1) | (sigmas > 0)).nonzero().flatten()
-    if len(changed):  # shrink then blur: one matrix per side and image, both sides made in one go
-        k, longest = len(changed), max(canvas_h, canvas_w)
-        new_sizes = torch.cat([heights[changed], widths[changed]])  # the k images' heights, then their widths
-        old_sizes = torch.tensor([height] * k + [width] * k)
-        taps, reach = resample_taps(old_sizes, new_sizes, "bicubic"), blur_reach(sigmas[changed])
-        index, blur_sigmas, new, old = _send(device, changed, sigmas[changed].repeat(2), new_sizes, old_sizes)
-        rows = torch.arange(longest, device=device).minimum(new.view(-1, 1) - 1)
-        shrink = resample_matrix(old, new, rows, max(height, width), "bicubic", taps)
-        sides = blur_matrix(new, blur_sigmas, longest, reach) @ shrink  # (2k, longest, longest input side)
-        canvas[index] = apply_matrices(images[index], sides[:k, :canvas_h, :height], sides[k:, :canvas_w, :width])
-    if len(resaved):
-        index, resave_qualities = _send(device, resaved, qualities[resaved])
-        canvas[index] = jpeg(canvas[index], resave_qualities)
-    return canvas, heights, widths
+    work, numbers, heights, widths = plan_degrade(*images.shape[-2:], factors, sigmas, qualities)
+    flat, layout = pack(numbers)
+    return degrade_pixels(images, unpack(send(flat, images.device), layout), work), heights, widths
+
+
+SHAPES = ("exact", "fixed", "graphs")
 
 
 class DeviceAugment:
-    """The training transform of `train_transform(p)` for a whole batch on `device`."""
+    """The training transform of `train_transform(p)` for a whole batch on `device`.
+
+    shapes: "exact" (each batch's steps sized for its own draws: only the images drawn for a step go through
+    it), "fixed" (every image through every step that has a probability, windows sized for the params' widest
+    draws: the same tensor shapes for every batch of a size, the same pixels), or "graphs" (fixed shapes,
+    captured as one CUDA graph per batch and image size and replayed: one launch instead of about a thousand;
+    CUDA only, `train.augment_graphs`)."""
 
     def __init__(
         self,
@@ -252,9 +341,14 @@ class DeviceAugment:
         seed: int,
         mean: tuple[float, ...] = IMAGENET_MEAN,
         std: tuple[float, ...] = IMAGENET_STD,
+        shapes: str = "exact",
     ):
+        if shapes not in SHAPES:
+            raise ValueError(f"shapes must be one of {SHAPES}, not {shapes!r}")
         self.p, self.device = p, device
         self.degrade = RandomDegrade.from_train_params(p)  # the loader path's probabilities and ranges
+        self.fixed = self.degrade if shapes != "exact" and self.degrade else None
+        self.graphs = CudaGraphs(device) if shapes == "graphs" else None
         self.generator = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -269,49 +363,81 @@ class DeviceAugment:
             draws = (torch.ones(n), torch.zeros(n), torch.zeros(n, dtype=torch.long))
         crops = torch.rand(2, n, generator=generator)  # where each crop lies, as a fraction of the room
         flips = torch.rand(n, generator=generator) < 0.5 if p.hflip else torch.zeros(n, dtype=torch.bool)
-        batch = torch.empty(n, 3, p.image_size, p.image_size, device=self.device)
         shapes: dict[tuple[int, ...], list[int]] = {}
         for index, image in enumerate(images):
             shapes.setdefault(tuple(image.shape), []).append(index)
+        if len(shapes) > 1:
+            batch = torch.empty(n, 3, p.image_size, p.image_size, device=self.device)
         for members in shapes.values():  # one pass per image size (a single one for most data sets)
             index, group = torch.tensor(members), [images[i] for i in members]
-            (device_index,) = _send(self.device, index)
             if group[0].device.type != self.device.type:  # from the host: each image copied as the loader pinned
                 group = _send(self.device, *group)  # it, then stacked on the device (no host copy of the batch)
             group = torch.stack(group)
-            canvas, heights, widths = degrade(group.float(), *(draw[index] for draw in draws))
-            batch[device_index] = self._crop(canvas, heights, widths, crops[:, index], flips[index])
+            work, numbers = self._plan(group.shape[-2:], [draw[index] for draw in draws], crops[:, index], flips[index])
+            flat, layout = pack(numbers)
+            pixels = functools.partial(self._pixels, layout=layout, work=work)
+            if self.graphs is not None:
+                levels = self.graphs((work, layout), pixels, group, flat)
+            else:
+                levels = pixels(group, send(flat, self.device))
+            if len(shapes) == 1:
+                batch = levels
+            else:
+                batch[send(index, self.device)] = levels
         batch = batch.div_(255)
         if p.color_jitter > 0 or p.grayscale_prob > 0:
             batch = torch.stack([self._colour(image) for image in batch])
         return (batch - self.mean) / self.std
 
-    def _crop(self, canvas, heights, widths, crops, flips) -> torch.Tensor:
+    def _plan(self, size, draws, crops, flips) -> tuple[Work, dict[str, torch.Tensor]]:
+        """The host's part of a group's steps: Work and each image's numbers (the degradations', then the crop's)."""
+        work, numbers, heights, widths = plan_degrade(*size, *draws, fixed=self.fixed)
+        crop_taps, crop = self._plan_crop(heights, widths, crops, flips)
+        if self.fixed is not None:  # the widest resize window any shrink in the range could need
+            grid = torch.linspace(self.fixed.downscale_min if self.fixed.downscale_prob > 0 else 1.0, 1.0, 257)
+            grid_heights, grid_widths = ((side * grid.double()).round().clamp(min=1).long() for side in size)
+            old, new = torch.cat([grid_heights, grid_widths]), torch.cat(self._resized(grid_heights, grid_widths))
+            crop_taps = max(crop_taps, resample_taps(old, new, "bilinear"))
+        return dataclasses.replace(work, crop_taps=crop_taps), numbers | crop
+
+    def _pixels(self, group: torch.Tensor, flat: torch.Tensor, layout: tuple, work: Work) -> torch.Tensor:
+        """The device's part: uint8 images of one size and their numbers (on the device) -> the cropped batch,
+        in uint8 levels. Only tensor operations on the device: what a CUDA graph captures."""
+        numbers = unpack(flat, layout)
+        canvas = degrade_pixels(group.float(), numbers, work)
+        return self._crop(canvas, numbers, work)
+
+    def _resized(self, heights: torch.Tensor, widths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """torchvision's size rule (train.resize): the shorter side to resize, the longer one in proportion."""
+        if not self.p.resize:
+            return heights, widths
+        short, long = torch.minimum(heights, widths), torch.maximum(heights, widths)
+        longer = (self.p.resize * long.double() / short.double()).floor().long()
+        wide = heights <= widths
+        return torch.where(wide, self.p.resize, longer), torch.where(wide, longer, self.p.resize)
+
+    def _plan_crop(self, heights, widths, crops, flips) -> tuple[int, dict[str, torch.Tensor]]:
         """Resize (shorter side to train.resize), crop to train.image_size (random or centre, padded as
-        RandomCrop(pad_if_needed, reflect) or CenterCrop pad) and mirror, as build_transforms does: one
-        matrix per image side. The images' sizes and draws are host tensors; each image's sizes, offset and
-        padding are worked out there, the matrices on the canvas's device."""
+        RandomCrop(pad_if_needed, reflect) or CenterCrop pad) and mirror, as build_transforms does: each image's
+        sizes, offset and padding, worked out on the host from its size after the shrink and its draws."""
         p, size = self.p, self.p.image_size
-        if p.resize:  # torchvision's size rule: the shorter side to resize, the longer one in proportion
-            short, long = torch.minimum(heights, widths), torch.maximum(heights, widths)
-            longer = (p.resize * long.double() / short.double()).floor().long()
-            new_h = torch.where(heights <= widths, p.resize, longer)
-            new_w = torch.where(heights <= widths, longer, p.resize)
-        else:
-            new_h, new_w = heights, widths
+        new_h, new_w = self._resized(heights, widths)
         # RandomCrop pads each side by the shortfall: by reflection, or by repeating the edge where the image is
         # too small to reflect that far; CenterCrop pads with zeros
         reflect = ((size - new_w) < new_w) & ((size - new_h) < new_h)
-        # both sides in one go: the n heights, then the n widths
-        n, (canvas_h, canvas_w) = len(heights), canvas.shape[-2:]
-        old, new, where = torch.cat([heights, widths]), torch.cat([new_h, new_w]), crops.flatten()
+        old, new, where = torch.cat([heights, widths]), torch.cat([new_h, new_w]), crops.flatten()  # both sides
         if p.random_crop:
             pad = (size - new).clamp(min=0)
             start = (where * (new + 2 * pad - size + 1)).floor().long() - pad
         else:
             start = torch.where(new >= size, ((new - size) / 2).round().long(), -((size - new) // 2))
-        taps = resample_taps(old, new, "bilinear")
-        old, new, start, mirror, flips = _send(canvas.device, old, new, start, reflect.repeat(2), flips)
+        numbers = {"crop_old": old, "crop_new": new, "start": start, "mirror": reflect.repeat(2), "flips": flips}
+        return resample_taps(old, new, "bilinear"), numbers
+
+    def _crop(self, canvas: torch.Tensor, numbers: dict[str, torch.Tensor], work: Work) -> torch.Tensor:
+        """The crop `_plan_crop` planned, on the canvas's device: one matrix per image side."""
+        p, size, n, (canvas_h, canvas_w) = self.p, self.p.image_size, work.count, canvas.shape[-2:]
+        new, start, mirror = numbers["crop_new"], numbers["start"], numbers["mirror"]
         source = start.view(-1, 1) + torch.arange(size, device=canvas.device).view(1, -1)
         last = (new - 1).view(-1, 1)
         if p.random_crop:
@@ -320,9 +446,10 @@ class DeviceAugment:
         else:
             inside = (source >= 0) & (source <= last)
             source = source.clamp(min=0).minimum(last)
-        sides = resample_matrix(old, new, source, max(canvas_h, canvas_w), "bilinear", taps) * inside.unsqueeze(-1)
+        old, longest = numbers["crop_old"], max(canvas_h, canvas_w)
+        sides = resample_matrix(old, new, source, longest, "bilinear", work.crop_taps) * inside.unsqueeze(-1)
         rows, columns = sides[:n, :, :canvas_h], sides[n:, :, :canvas_w]
-        columns = torch.where(flips.view(-1, 1, 1), columns.flip(1), columns)
+        columns = torch.where(numbers["flips"].view(-1, 1, 1), columns.flip(1), columns)
         return apply_matrices(canvas, rows, columns)
 
     def _colour(self, image: torch.Tensor) -> torch.Tensor:

@@ -126,6 +126,7 @@ class TrainParams:
     precision: Precision
     augment_on: AugmentOn  # degrade/crop in loader workers (Pillow) or on the training device (device_augment.py)
     cache_images: bool | Literal["auto"]  # decode every image once and keep it (on the device with augment_on device)
+    augment_graphs: bool | Literal["auto"]  # augment_on device: replay each batch's augmentation as a CUDA graph
     seed: int
     launcher: Launcher
     nproc: int

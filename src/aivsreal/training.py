@@ -200,6 +200,7 @@ class TrainResult:
     num_workers: int = 0  # train.num_workers as resolved
     augment_on: str = "loader"  # train.augment_on as resolved
     cache_images: bool = False  # train.cache_images as resolved
+    augment_graphs: bool = False  # train.augment_graphs as resolved, false where a capture failed (logged)
 
 
 def train(
@@ -221,7 +222,9 @@ def train(
     context = context or Context(device=pick_device(p.device))
     # finetune head trains on features computed once, without augmentation: nothing to move to the device
     augment_on = "loader" if p.finetune == "head" else p.augment_on
-    steps = StepSettings.resolve(p.precision, p.num_workers, context.device, context.world_size, augment_on)
+    steps = StepSettings.resolve(
+        p.precision, p.num_workers, context.device, context.world_size, augment_on, p.augment_graphs
+    )
     seed_everything(p.seed)
     model, config = make_model(params)
     averaged = AveragedModel(model) if p.swa_start else None  # before any training hook: the copy carries none
@@ -257,9 +260,10 @@ def train(
     if context.is_main:
         log.info(
             "training on %d images, validating on %d; weights: %s; %d process(es) on %s, %s, %d loader worker(s), "
-            "augmented in the %s%s",
+            "augmented in the %s%s%s",
             len(train_rows), len(val_rows), config.pretrained_used, context.world_size, context.device,
-            steps.precision, steps.num_workers, steps.augment_on, ", images decoded once" if cached else "",
+            steps.precision, steps.num_workers, steps.augment_on, " (CUDA graphs)" if steps.augment_graphs else "",
+            ", images decoded once" if cached else "",
         )  # fmt: skip
         if by_source:
             log.info("sources in training: %s (balance %s, adversary %g)", sources, p.source_balance,
@@ -314,6 +318,8 @@ def train(
             break
     source_terms.close()
     style_mix.close()
+    graphs = loaders.augment.graphs if loaders.augment else None
+    result.augment_graphs = graphs is not None and not graphs.failures
     result.best_epoch = stopping.best_epoch
     if result.averaged_epochs:
         use_weight_average(averaged, model, loaders, loss_fn, context, steps, result)
@@ -569,13 +575,14 @@ def make_loaders(
     # The same sampler single- or multi-process: with N processes, step k's N shards together
     # hold exactly the images of step k in a single process.
     sampler = DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank, seed=p.seed)
+    shapes = "graphs" if steps.augment_graphs else "exact"
     return Loaders(
         train=DataLoader(train_set, sampler=sampler, drop_last=False, **train_settings),
         sampler=sampler,
         val=DataLoader(val_set, shuffle=False, **settings),
         targets=train_set.targets,
         source_indices=train_set.source_indices,
-        augment=DeviceAugment(p, context.device, p.seed + context.rank) if on_device else None,
+        augment=DeviceAugment(p, context.device, p.seed + context.rank, shapes=shapes) if on_device else None,
         cached=cached,
     )
 
