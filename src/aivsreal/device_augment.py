@@ -349,6 +349,7 @@ class DeviceAugment:
         self.degrade = RandomDegrade.from_train_params(p)  # the loader path's probabilities and ranges
         self.fixed = self.degrade if shapes != "exact" and self.degrade else None
         self.graphs = CudaGraphs(device) if shapes == "graphs" else None
+        self.widest_crop: dict[tuple[int, ...], int] = {}  # fixed shapes: image size -> _widest_crop
         self.generator = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -393,12 +394,19 @@ class DeviceAugment:
         """The host's part of a group's steps: Work and each image's numbers (the degradations', then the crop's)."""
         work, numbers, heights, widths = plan_degrade(*size, *draws, fixed=self.fixed)
         crop_taps, crop = self._plan_crop(heights, widths, crops, flips)
-        if self.fixed is not None:  # the widest resize window any shrink in the range could need
-            grid = torch.linspace(self.fixed.downscale_min if self.fixed.downscale_prob > 0 else 1.0, 1.0, 257)
-            grid_heights, grid_widths = ((side * grid.double()).round().clamp(min=1).long() for side in size)
-            old, new = torch.cat([grid_heights, grid_widths]), torch.cat(self._resized(grid_heights, grid_widths))
-            crop_taps = max(crop_taps, resample_taps(old, new, "bilinear"))
+        if self.fixed is not None:  # a draw beyond the bound only makes another Work (graph) for its batch
+            size = tuple(size)
+            if size not in self.widest_crop:
+                self.widest_crop[size] = self._widest_crop(size)
+            crop_taps = max(crop_taps, self.widest_crop[size])
         return dataclasses.replace(work, crop_taps=crop_taps), numbers | crop
+
+    def _widest_crop(self, size: tuple[int, int]) -> int:
+        """The resize's widest window for images of `size` over the range of shrinks (257 factors)."""
+        grid = torch.linspace(self.fixed.downscale_min if self.fixed.downscale_prob > 0 else 1.0, 1.0, 257)
+        grid_heights, grid_widths = ((side * grid.double()).round().clamp(min=1).long() for side in size)
+        old, new = torch.cat([grid_heights, grid_widths]), torch.cat(self._resized(grid_heights, grid_widths))
+        return resample_taps(old, new, "bilinear")
 
     def _pixels(self, group: torch.Tensor, flat: torch.Tensor, layout: tuple, work: Work) -> torch.Tensor:
         """The device's part: uint8 images of one size and their numbers (on the device) -> the cropped batch,
