@@ -21,8 +21,10 @@ Prints three Markdown tables for benchmarks/RESULTS.md:
    Steps are queued back to back as training runs them (the clock stops after the last one finishes), so
    the host can prepare a batch while the GPU runs the one before; on CUDA the last column counts the times
    per batch the host waited for the GPU anyway (torch.cuda's sync debug mode): each wait empties the queue.
-3. With --full: the wall time of one full training (aivsreal.training.train) with the preset and the
-   auto settings (on a GPU: bf16, device augmentation, images cached on the device).
+3. With --full: the wall time of the train stage's training (aivsreal.training.train) with the preset and the
+   auto settings (on a GPU: bf16, device augmentation with CUDA graphs, images cached on the device): the
+   model and, where the preset sets model.forensic, the forensic expert, on the trained sources' training
+   share (split.train; split.test_sources left out). Calibration, ONNX export and MLflow logging not included.
 Both classes and every source of --data are read like the split stage reads them (a folder of sources
 or one class-per-folder tree). Without CUDA, --device auto says so and exits 0.
 """
@@ -47,6 +49,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from aivsreal.degradations import blur, downscale, jpeg
 from aivsreal.device_augment import DeviceAugment
+from aivsreal.experts import forensic_recipe
 from aivsreal.hardware import HardwareError, StepSettings
 from aivsreal.images import load_image
 from aivsreal.model import ModelConfig, build_model, set_trainable
@@ -210,6 +213,32 @@ def throughput(
     return pipeline, raw, waited
 
 
+def full_training(params: Params, rows: list[dict]) -> None:
+    """Prints the wall time of the training the train stage runs with `params` (auto settings): the model, and
+    with model.forensic the forensic expert too, on the trained sources' share split.train (split.val
+    validates), the sources in split.test_sources left out as the split stage leaves them."""
+    auto = {"train.precision": "auto", "train.num_workers": "auto", "train.augment_on": "auto",
+            "train.augment_graphs": "auto", "train.cache_images": "auto"}  # fmt: skip
+    params = params.with_overrides(auto)
+    trained = [row for row in rows if row["source"] not in params.split.test_sources]
+    first, second = int(len(trained) * params.split.train), int(len(trained) * (params.split.train + params.split.val))
+    experts = [("model", params)] + (
+        [("forensic expert", forensic_recipe(params, ROOT))] if params.model.forensic else []
+    )
+    columns = "precision | augmented in | CUDA graphs | images cached | workers | epochs | seconds"
+    print(f"\n| full training, {first} training and {second - first} validation images | {columns} |")
+    print("|---" * 8 + "|")
+    total = 0.0
+    for name, expert in experts:
+        started = time.perf_counter()
+        result = train(expert, trained[:first], trained[first:second])
+        seconds = time.perf_counter() - started
+        total += seconds
+        print(f"| {name} | {result.precision} | {result.augment_on} | {result.augment_graphs} | {result.cache_images} "
+              f"| {result.num_workers} | {len(result.history)} | {seconds:.1f} |")  # fmt: skip
+    print(f"| all | | | | | | | {total:.1f} |")
+
+
 def _step(params: Params, steps: StepSettings):
     """The training step of aivsreal.training (autocast forward, scaled backward, optimiser step), queued: the
     caller synchronises where it times."""
@@ -316,15 +345,7 @@ def main() -> None:
                     print(f"| {batch} | {precision} | {label} | {workers} ({steps.num_workers}) | "
                           f"{pipeline:.1f} | {raw:.1f} | {pipeline / raw:.2f} | {waits} |")  # fmt: skip
     if args.full:
-        split = int(len(rows) * 0.85)
-        started = time.perf_counter()
-        auto = {"train.precision": "auto", "train.num_workers": "auto", "train.augment_on": "auto",
-                "train.cache_images": "auto"}  # fmt: skip
-        result = train(params.with_overrides(auto), rows[:split], rows[split:])
-        print(f"\nfull training ({result.precision}, augmented in the {result.augment_on}, CUDA graphs "
-              f"{result.augment_graphs}, images cached "
-              f"{result.cache_images}, {result.num_workers} workers, {len(result.history)} epochs on {split} images): "
-              f"{time.perf_counter() - started:.1f} s")  # fmt: skip
+        full_training(params, rows)
 
 
 if __name__ == "__main__":

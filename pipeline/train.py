@@ -18,13 +18,12 @@ import pandas as pd
 
 from aivsreal import distributed, tracking
 from aivsreal.engines import OnnxNetwork, export_onnx
-from aivsreal.experts import FORENSIC_FOLDER, FORENSIC_RECIPE
+from aivsreal.experts import FORENSIC_FOLDER, FORENSIC_RECIPE, forensic_recipe
 from aivsreal.fit_calibration import calibrate, int8_accuracy_change, quantize, validation_copies
 from aivsreal.hardware import HardwareError, StepSettings
 from aivsreal.input_range import DEMO_NOTICE
 from aivsreal.manifests import read_manifest
 from aivsreal.model import WeightsUnavailableError, save_model
-from aivsreal.params import load_overrides
 from aivsreal.predictor import Predictor
 from aivsreal.serving.artifacts import log_pyfunc_model
 from aivsreal.serving.pyfunc import encode_image, signature
@@ -198,13 +197,6 @@ def fit_expert(params, context, train_rows, val_rows, folder: Path, on_epoch) ->
         calibrated |= _quantize(result, wild, val_rows, params.model, folder)  # into metrics/train.json
     save_model(result.model, result.config, folder)
     return result, calibrated
-
-
-def forensic_recipe(params):
-    """The params of the forensic expert: params.yaml with the `model.` and `train.` keys of FORENSIC_RECIPE."""
-    recipe = {key: value for key, value in load_overrides(FORENSIC_RECIPE).items()
-              if key.startswith(("model.", "train."))}  # fmt: skip
-    return params.with_overrides(recipe | {"model.forensic": False})
 
 
 def _quantize(result, wild: dict, val_rows: list[dict], settings, folder: Path) -> dict:

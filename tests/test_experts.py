@@ -164,13 +164,11 @@ def test_the_app_says_which_expert_answered(two_experts, monkeypatch):
     assert "Experts: two" in " ".join(m.value for m in app.sidebar.markdown)
 
 
-def test_the_forensic_recipe_is_the_lossless_preset_without_the_wild_degradations(monkeypatch):
+def test_the_forensic_recipe_is_the_lossless_preset_without_the_wild_degradations(tmp_path, monkeypatch):
     from conftest import PROJECT
 
+    from aivsreal.experts import forensic_recipe
     from aivsreal.params import Params, load_overrides
-
-    monkeypatch.syspath_prepend(str(PROJECT))  # pipeline/ is the project's stage package, not installed
-    from pipeline.train import forensic_recipe
 
     wild = Params.load(PROJECT / "params.yaml").with_overrides(load_overrides(PROJECT / "params/facebench.yaml"))
     forensic = forensic_recipe(wild)
@@ -178,6 +176,12 @@ def test_the_forensic_recipe_is_the_lossless_preset_without_the_wild_degradation
     assert (forensic.model.input_filter, forensic.train.resize, forensic.train.eval_size) == ("residual", 0, 256)
     assert forensic.train.jpeg_prob == forensic.train.downscale_prob == forensic.train.blur_prob == 0.0
     assert forensic.data == wild.data and forensic.split == wild.split  # the same faces, the same split
+    monkeypatch.chdir(tmp_path)  # the recipe is read from the project folder given, wherever the caller runs
+    assert forensic_recipe(wild, PROJECT) == forensic
+    # the run's hardware settings reach the forensic expert too (the recipe's own num_workers is for 2 CPU cores)
+    on_gpu = wild.with_overrides({"train.num_workers": "auto", "train.precision": "bf16", "train.device": "cuda"})
+    train = forensic_recipe(on_gpu, PROJECT).train
+    assert (train.num_workers, train.precision, train.device) == ("auto", "bf16", "cuda")
 
 
 def test_evaluate_names_the_expert_of_every_test_image(two_experts, tmp_path):

@@ -18,10 +18,13 @@ steadier (benchmarks/RESULTS.md, "make facebench with the two-expert preset").
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
 from aivsreal.images import SOURCE_FORMAT
+from aivsreal.params import Params, load_overrides
 
 FORENSIC, WILD, SINGLE = "forensic", "wild", "single"
 BOTH = "forensic+wild"  # model.forensic_mix: mean: an original gets the mean of both experts' log-odds
@@ -30,6 +33,20 @@ FORENSIC_RECIPE = "params/facebench-lossless.yaml"  # model.forensic: true train
 # Formats that store pixels exactly: the file can still hold the generator's or the camera's traces.
 LOSSLESS_FORMATS = ("PNG", "BMP", "TIFF", "PPM", "TGA")
 SINGLE_REASON = "the model has one expert"
+
+
+# how and where a training runs, not what it learns: the forensic expert keeps the run's own settings
+HARDWARE_KEYS = ("train.device", "train.precision", "train.num_workers", "train.augment_on", "train.augment_graphs",
+                 "train.cache_images", "train.launcher", "train.nproc")  # fmt: skip
+
+
+def forensic_recipe(params: Params, root: Path = Path()) -> Params:
+    """The params of the forensic expert: `params` with the `model.` and `train.` keys of FORENSIC_RECIPE (read
+    from the project folder `root`), except the hardware settings (HARDWARE_KEYS), which stay the run's: a
+    `-S train.num_workers=auto` on a GPU machine reaches both experts."""
+    recipe = {key: value for key, value in load_overrides(root / FORENSIC_RECIPE).items()
+              if key.startswith(("model.", "train.")) and key not in HARDWARE_KEYS}  # fmt: skip
+    return params.with_overrides(recipe | {"model.forensic": False})
 
 
 def route(image: Image.Image, min_side: int, mix: str = "alone") -> tuple[str, str]:
