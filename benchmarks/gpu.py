@@ -287,7 +287,11 @@ def main() -> None:
                         help="augmentation paths (device: images decoded once onto the device; graphs: device "
                         "with train.augment_graphs, CUDA only)")  # fmt: skip
     parser.add_argument("--batches", type=int, default=20, help="timed batches per throughput measurement")
-    parser.add_argument("--full", action="store_true", help="also time one full training with the preset")
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="also time the train stage's training with the preset (both experts where it has two)",
+    )
     args = parser.parse_args()
     if args.device == "auto" and not torch.cuda.is_available():
         print("no CUDA GPU here: nothing to measure (run with --device cpu for a smoke test)")
