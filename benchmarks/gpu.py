@@ -56,6 +56,7 @@ from aivsreal.model import ModelConfig, build_model, set_trainable
 from aivsreal.params import Params, load_overrides
 from aivsreal.split import scan_dataset
 from aivsreal.training import ManifestDataset, collate_images, decode_once, train, train_transform
+from aivsreal.transforms import IMAGENET_STD
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -127,8 +128,8 @@ def work_profile(work: Callable[[], object], steps: StepSettings, repeats: int =
 def device_path_work(params: Params, device: torch.device, precision: str, images: list[torch.Tensor]) -> list[tuple]:
     """(work, queued ms, GPU kernel ms, torch operations, GPU kernels) per batch of `images` (on the device):
     the device path's augmentation (exact shapes; fixed shapes; on CUDA, fixed shapes replayed as a CUDA graph,
-    train.augment_graphs), the training step on its output, and both, as training queues them. A work that
-    fails is a row with its error."""
+    train.augment_graphs; and the graphs with TF32 matrix products, with how much that moves the pixels), the
+    training step on its output, and both, as training queues them. A work that fails is a row with its error."""
     steps = StepSettings.resolve(precision, 0, device, augment_on="device")
     augment = DeviceAugment(params.train, device, 0)
     fixed = DeviceAugment(params.train, device, 0, shapes="fixed")
@@ -145,6 +146,11 @@ def device_path_work(params: Params, device: torch.device, precision: str, image
         graphs = DeviceAugment(params.train, device, 0, shapes="graphs")
         works["augment, CUDA graphs"] = lambda: graphs(images)
         works["augment (CUDA graphs) + step"] = lambda: step(steps.images(graphs(images)), targets)
+        # a lever if the products' kernel time sets the pace: TF32 matrix products, at a rounding cost
+        tf32 = DeviceAugment(params.train, device, 0, shapes="graphs")
+        works[f"augment, CUDA graphs, TF32 products ({_tf32_change(params, device, images)})"] = lambda: _in_tf32(
+            lambda: tf32(images)
+        )
     rows = []
     for name, work in works.items():
         try:
@@ -154,6 +160,29 @@ def device_path_work(params: Params, device: torch.device, precision: str, image
     if device.type == "cuda" and graphs.graphs.failures:
         rows.append((f"CUDA graph capture failed, ran eagerly: {graphs.graphs.failures[0][:200]}", *[math.nan] * 4))
     return rows
+
+
+def _in_tf32(work: Callable[[], object]):
+    """work() with float32 matrix products in TF32 (torch.set_float32_matmul_precision("high")) on CUDA."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("high")
+    try:
+        return work()
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def _tf32_change(params: Params, device: torch.device, images: list[torch.Tensor]) -> str:
+    """How much TF32 products change the augmented batch against float32 ones, with the same draws."""
+    try:
+        exact = DeviceAugment(params.train, device, 7, shapes="fixed")(images)
+        rounded = _in_tf32(lambda: DeviceAugment(params.train, device, 7, shapes="fixed")(images))
+        levels = (exact - rounded).abs() * torch.tensor(IMAGENET_STD, device=device).view(1, -1, 1, 1) * 255
+        return (
+            f"vs float32: {(levels > 0.5).float().mean().item():.4%} of values moved, at most {levels.max():.1f} levels"
+        )
+    except Exception as error:  # noqa: BLE001 - the row still says what failed
+        return f"change not measured: {type(error).__name__}: {str(error)[:100]}"
 
 
 SYNC = "called a synchronizing CUDA operation"  # torch.cuda's sync debug warning (c10 warn_or_error_on_sync)
