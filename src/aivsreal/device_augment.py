@@ -39,7 +39,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from dataclasses import dataclass
 
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -213,7 +212,12 @@ def _multiple(size: int, block: int) -> int:
     return -(-size // block) * block
 
 
-@dataclass(frozen=True)
+def shrunk(side: int, factors: torch.Tensor) -> torch.Tensor:
+    """A side's length after a shrink by each of `factors` (host tensors), rounded as the shrink sizes it."""
+    return (side * factors.double()).round().clamp(min=1).long()
+
+
+@dataclasses.dataclass(frozen=True)
 class Work:
     """The numbers that shape the tensors of one group of same-size images (hashable: with fixed shapes, the key
     of the group's CUDA graph). Each image's own numbers travel beside it as host tensors (`pack`)."""
@@ -237,8 +241,7 @@ def plan_degrade(height: int, width: int, factors, sigmas, qualities, fixed: Ran
     graph needs): every image goes through every step that has a probability, the untouched ones with identity
     matrices and put back after JPEG, and the windows are sized for the widest draw the ranges allow."""
     count = len(factors)
-    heights = (height * factors.double()).round().clamp(min=1).long()
-    widths = (width * factors.double()).round().clamp(min=1).long()
+    heights, widths = shrunk(height, factors), shrunk(width, factors)
     if fixed is None:
         changed = ((factors < 1) | (sigmas > 0)).nonzero().flatten()
         resaved = (qualities > 0).nonzero().flatten()
@@ -404,7 +407,7 @@ class DeviceAugment:
     def _widest_crop(self, size: tuple[int, int]) -> int:
         """The resize's widest window for images of `size` over the range of shrinks (257 factors)."""
         grid = torch.linspace(self.fixed.downscale_min if self.fixed.downscale_prob > 0 else 1.0, 1.0, 257)
-        grid_heights, grid_widths = ((side * grid.double()).round().clamp(min=1).long() for side in size)
+        grid_heights, grid_widths = (shrunk(side, grid) for side in size)
         old, new = torch.cat([grid_heights, grid_widths]), torch.cat(self._resized(grid_heights, grid_widths))
         return resample_taps(old, new, "bilinear")
 
