@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import typing
@@ -19,6 +20,7 @@ from aivsreal.model import (
     INPUT_FILTERS,
     WEIGHTS_FILE,
     ModelConfig,
+    NeighbourFilter,
     ResidualFilter,
     WeightsUnavailableError,
     build_model,
@@ -227,6 +229,44 @@ def test_residual_model_saves_and_loads_with_its_filter(tmp_path):
 
     assert loaded_config.input_filter == "residual" and loaded.conv1.residual.clip == 2.0
     batch = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch), model.eval()(batch), rtol=0, atol=0)
+
+
+def test_npr_filter_is_zero_on_nearest_upsampled_pixels_and_not_on_camera_like_noise():
+    """NPR reads how the pixels of each 2x2 cell relate: an image up-sampled 2x by nearest neighbour (the
+    trace of a generator's up-sampling, at its strongest) has none left; independent pixel noise does."""
+    torch.manual_seed(0)
+    small = torch.randint(0, 256, (2, 3, 16, 16)).float()
+    upsampled = torch.nn.functional.interpolate(small, scale_factor=2, mode="nearest")  # 32 x 32
+    camera_like = torch.randint(0, 256, (2, 3, 32, 32)).float()
+    npr = NeighbourFilter()
+    assert npr(normalised(upsampled)).abs().max() < 1e-5
+    noisy = npr(normalised(camera_like))
+    assert noisy.shape == camera_like.shape and noisy.abs().mean() > 0.5
+    assert noisy[..., ::2, ::2].abs().max() == 0  # each cell's first pixel is the reference
+    torch.testing.assert_close(npr(normalised(camera_like + 20)), noisy, atol=1e-4, rtol=0)  # brightness cancels
+    odd = npr(normalised(camera_like[..., :31, :29]))  # odd sizes: same shape, same values where cells are whole
+    assert odd.shape == (2, 3, 31, 29)
+    torch.testing.assert_close(odd[..., :30, :28], noisy[..., :30, :28])
+
+
+def test_npr_model_trains_through_its_filter_and_saves_without_new_weights(tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(["ai", "real"], 8, 0.0, image_size=32, resize=0, input_filter="npr")
+    model, _ = build_model(config)
+    assert isinstance(model.conv1.npr, NeighbourFilter)
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    assert model.conv1.conv.weight.grad.abs().sum() > 0
+    save_model(model, config, tmp_path / "saved")
+    state = torch.load(tmp_path / "saved" / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    residual_model, _ = build_model(dataclasses.replace(config, input_filter="residual"))  # fixed filter, not saved
+    assert set(state) == set(residual_model.state_dict()) and not any("npr" in key for key in state)
+
+    loaded, loaded_config = load_saved_model(tmp_path / "saved")
+
+    assert loaded_config.input_filter == "npr" and isinstance(loaded.conv1.npr, NeighbourFilter)
+    batch = torch.randn(2, 3, 33, 31)  # odd sizes, as an uncropped image may have
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch), model.eval()(batch), rtol=0, atol=0)
 

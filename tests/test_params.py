@@ -101,7 +101,7 @@ def test_bad_params_raise_params_error_naming_the_key(tmp_path, raw_params, muta
 @pytest.mark.parametrize(
     ("section", "key", "bad", "allowed"),
     [
-        ("model", "input_filter", "srm", "none or residual"),
+        ("model", "input_filter", "srm", "none, residual or npr"),
         ("train", "finetune", "everything", "head, layer4 or all"),
         ("train", "optimizer", "sgd", "adam or adamw"),
         ("train", "lr_schedule", "cosine", "constant or onecycle"),

@@ -119,20 +119,18 @@ def quantize_int8(
 
 
 def input_filter_nodes(graph: Path, input_filter: str) -> list[str]:
-    """Names of the nodes that compute the input filter (`conv1.<filter>` in model.build_model): from the
-    first that reads one of its tensors up to the backbone's first convolution (`conv1.conv`)."""
+    """Names of the nodes that compute the input filter (`conv1.<filter>` in model.build_model): every node
+    before the backbone's first convolution (`conv1.conv`), since conv1 is the network's first module. Read by
+    position, not by name: a filter without weights (npr) leaves no name of its own in the exported graph."""
     import onnx
 
     if input_filter == "none":
         return []
-    names, inside = [], False
+    names = []
     for node in onnx.load(str(graph)).graph.node:
         if any("conv1.conv." in name for name in node.input):
             break
-        # in: names as exported, or with a prefix the pre-processing's fusions add (ConvMulFusion_W_...)
-        inside = inside or any(f"conv1.{input_filter}." in name for name in node.input)
-        if inside:
-            names.append(node.name)
+        names.append(node.name)
     if not names:
         raise RuntimeError(f"no nodes of input filter {input_filter!r} found in {graph}: cannot keep it float")
     return names

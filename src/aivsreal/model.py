@@ -140,6 +140,24 @@ class ResidualFilter(nn.Module):
         return residual.clamp(-self.clip, self.clip) / self.clip
 
 
+class NeighbourFilter(nn.Module):
+    """Fixed front end of neighbouring pixel relationships (NPR; Tan et al., CVPR 2024).
+
+    A generator's up-sampling layers (transposed convolutions, nearest or bilinear up-sampling in
+    GANs and in the decoders of latent diffusion) leave the pixels of each 2x2 cell tied to each other
+    in a way a camera's do not. The filter keeps only that: every pixel minus the top-left pixel of
+    its 2x2 cell (the image, nearest-neighbour down-sampled by 2 and up-sampled back), scaled by 2/3
+    as in the paper. The content cancels except at edges; the top-left pixel of each cell becomes 0.
+    Same shape as its input (odd sizes included: the last row or column is its own cell's start).
+    The input is the normalised tensor of `build_transforms`, as in the paper.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        cell_start = x[..., ::2, ::2].repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+        return (x - cell_start[..., :height, :width]) * (2.0 / 3.0)
+
+
 @dataclass(frozen=True)
 class InputFilter:
     """One `model.input_filter` choice: what goes in front of ResNet18's first convolution, and its name for people."""
@@ -152,6 +170,7 @@ class InputFilter:
 INPUT_FILTERS: dict[InputFilterName, InputFilter] = {
     "none": InputFilter("RGB", None),
     "residual": InputFilter("noise residual", lambda config: ResidualFilter(list(config.std), config.residual_clip)),
+    "npr": InputFilter("neighbouring pixel relationships (NPR)", lambda config: NeighbourFilter()),
 }
 
 

@@ -25,7 +25,7 @@ class ParamsError(ValueError):
 
 
 # Declared here, not read from aivsreal.model, so that loading params does not import torch (seconds).
-InputFilterName = Literal["none", "residual"]  # the keys of aivsreal.model.INPUT_FILTERS (a test checks)
+InputFilterName = Literal["none", "residual", "npr"]  # the keys of aivsreal.model.INPUT_FILTERS (a test checks)
 Finetune = Literal["head", "layer4", "all"]
 Optimizer = Literal["adam", "adamw"]
 LrSchedule = Literal["constant", "onecycle"]
