@@ -1,0 +1,149 @@
+"""Frozen pretrained features + a linear probe, on wild.py's four leave-one-source-out folds.
+
+The question (RESULTS.md, row F): do features learned on millions of other photos carry to a generator
+the detector never saw better than the preset trained from scratch? ImageNet weights cannot be
+downloaded here, so the one pretrained image network this machine can reach is used: nsfwjs's
+MobileNetV2 (ImageNet-pretrained, then fine-tuned on five photo/drawing classes; MIT, from the npm
+registry), run in Node.js by benchmarks/frozen_probe.js. Three steps:
+
+    python benchmarks/frozen_probe.py prep --out runs/frozen          # 224 px uint8 copies, ~1 min
+    npm install --prefix runs/frozen nsfwjs@4.4.0 @tensorflow/tfjs@4.22.0 @tensorflow/tfjs-backend-wasm@4.22.0
+    node benchmarks/frozen_probe.js runs/frozen flatten_1,block_15_add   # features, ~25 min on 2 cores
+    python benchmarks/frozen_probe.py probe --out runs/frozen --layers block_15_add
+
+`prep` writes every facebench face once per test condition of wild.py (as stored, JPEG 95/85/75,
+WebP 80, shrunk to half, the social-media chain; both classes alike) and twice through the preset's
+training degradations (params/facebench.yaml's RandomDegrade draws), resized to the network's 224 px.
+`probe` trains a standardised logistic regression per fold on the three other sources' degraded
+copies (a stratified 15 % of them picks C by ROC AUC, and the threshold), and prints wild.py's
+cells: each condition's accuracy on the left-out source, wild accuracy (mean of the six wild
+conditions) / mean wild ROC AUC, and the unseen-source mean. Skips (exit 0) without facebench.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from heldout import preset_params
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from wild import FACEBENCH, SOURCES
+
+from aivsreal.degradations import RandomDegrade
+from aivsreal.robustness import level, wild_levels
+
+SIZE = 224  # MobileNetV2's input
+TRAIN_COPIES = 2
+
+
+def condition_names() -> list[str]:
+    return [f"{lv.kind}{lv.value:g}" for lv in wild_levels()]
+
+
+def prep(out: Path, preset: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    items = [(s, c, str(p)) for s in SOURCES for c in ("ai", "real") for p in sorted((FACEBENCH / s / c).iterdir())]
+    (out / "index.json").write_text(json.dumps(items))
+    conditions = [("stored", level("none", 0))] + list(zip(condition_names(), wild_levels()))
+    params, _ = preset_params(preset, [])
+    torch.manual_seed(params.train.seed)
+    augment = RandomDegrade.from_train_params(params.train)
+    files = {name: open(out / f"{name}.u8", "wb") for name, _ in conditions}
+    files |= {f"train{k}": open(out / f"train{k}.u8", "wb") for k in range(TRAIN_COPIES)}
+
+    def write(name: str, image: Image.Image) -> None:
+        files[name].write(np.asarray(image.resize((SIZE, SIZE), Image.BILINEAR), dtype=np.uint8).tobytes())
+
+    for i, (_, _, path) in enumerate(items):
+        image = Image.open(path).convert("RGB")
+        for name, lv in conditions:
+            write(name, lv.apply(image, random.Random(f"0-{name}-{i}")))
+        for k in range(TRAIN_COPIES):
+            write(f"train{k}", augment(image))
+    for f in files.values():
+        f.close()
+    print(f"{len(items)} faces x {len(files)} treatments of {SIZE} px under {out}")
+
+
+def probe(out: Path, model: str, layers: list[str], cs: list[float]) -> None:
+    items = json.loads((out / "index.json").read_text())
+    source = np.array([s for s, _, _ in items])
+    y = np.array([c == "ai" for _, c, _ in items], dtype=int)
+    wild = condition_names()
+
+    def features(condition: str) -> np.ndarray:
+        return np.concatenate(
+            [
+                np.fromfile(out / f"feat/{model}_{layer}_{condition}.f32", dtype=np.float32).reshape(len(items), -1)
+                for layer in layers
+            ],
+            axis=1,
+        )
+
+    feats = {c: features(c) for c in ["stored", *wild, *(f"train{k}" for k in range(TRAIN_COPIES))]}
+    train_copies = [feats[f"train{k}"] for k in range(TRAIN_COPIES)]
+    summary = []
+    print(f"{model} {'+'.join(layers)}; cells: accuracy (wild: accuracy / mean ROC AUC)")
+    for fold in SOURCES:
+        pool, test = np.flatnonzero(source != fold), np.flatnonzero(source == fold)
+        strata = [f"{source[i]}-{y[i]}" for i in pool]
+        fit, val = train_test_split(pool, test_size=0.15, stratify=strata, random_state=0)
+        x_fit, y_fit = np.concatenate([f[fit] for f in train_copies]), np.tile(y[fit], TRAIN_COPIES)
+        x_val, y_val = np.concatenate([f[val] for f in train_copies]), np.tile(y[val], TRAIN_COPIES)
+        best = None
+        for c in cs:
+            clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced"))
+            p_val = clf.fit(x_fit, y_fit).predict_proba(x_val)[:, 1]
+            auc = roc_auc_score(y_val, p_val)
+            if best is None or auc > best[0]:
+                best = (auc, c, clf, p_val)
+        auc_val, c, clf, p_val = best
+        threshold = max(np.unique(p_val), key=lambda t: ((p_val >= t) == y_val).mean())
+        cells = {}
+        for condition in ["stored", *wild]:
+            p = clf.predict_proba(feats[condition][test])[:, 1]
+            cells[condition] = (((p >= threshold) == y[test]).mean(), roc_auc_score(y[test], p))
+        accuracy, auc = (float(np.mean([cells[w][k] for w in wild])) for k in (0, 1))
+        summary.append((fold, accuracy, auc))
+        print(
+            f"  {fold}: C={c:g} (validation AUC {auc_val:.3f}) | as stored {cells['stored'][0]:.3f} | "
+            + " ".join(f"{w} {cells[w][0]:.3f}" for w in wild)
+            + f" | wild {accuracy:.3f} / {auc:.3f}"
+        )
+    print(
+        " | ".join(f"{f}/ {a:.3f} / {u:.3f}" for f, a, u in summary)
+        + f" | unseen-source wild accuracy {np.mean([a for _, a, _ in summary]):.3f}"
+        + f", lowest AUC {min(u for _, _, u in summary):.3f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["prep", "probe"])
+    parser.add_argument("--out", type=Path, required=True, help="working folder (arrays, features)")
+    parser.add_argument("--preset", default="params/facebench.yaml", help="whose training degradations prep draws")
+    parser.add_argument("--model", default="MobileNetV2", help="the nsfwjs model frozen_probe.js ran")
+    parser.add_argument("--layers", default="block_15_add", help="layers to probe, joined by '+'")
+    parser.add_argument("--C", default="0.001,0.01,0.1,1", help="inverse regularisation strengths to pick from")
+    args = parser.parse_args()
+    if not FACEBENCH.is_dir():
+        print(f"skipped: {FACEBENCH} not found")
+        sys.exit(0)
+    if args.step == "prep":
+        prep(args.out, args.preset)
+    else:
+        probe(args.out, args.model, args.layers.split("+"), [float(c) for c in args.C.split(",")])
+
+
+if __name__ == "__main__":
+    main()
