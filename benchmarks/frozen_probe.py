@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from heldout import preset_params
 from PIL import Image
+from sklearn.covariance import LedoitWolf
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
+from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from wild import FACEBENCH, SOURCES
@@ -75,7 +77,49 @@ def prep(out: Path, preset: str) -> None:
     print(f"{len(items)} faces x {len(files)} treatments of {SIZE} px under {out}")
 
 
-def probe(out: Path, model: str, layers: list[str], cs: list[float]) -> None:
+class RealDistance:
+    """One-class: p(AI) grows with the Mahalanobis distance to the trained real faces (Ledoit-Wolf covariance)."""
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> RealDistance:
+        self.scaler = StandardScaler().fit(x)
+        self.gauss = LedoitWolf().fit(self.scaler.transform(x[y == 0]))
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return self.gauss.mahalanobis(self.scaler.transform(x))
+
+
+class Pipe:
+    def __init__(self, estimator):
+        self.clf = make_pipeline(StandardScaler(), estimator)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> Pipe:
+        self.clf.fit(x, y)
+        return self
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        return self.clf.predict_proba(x)[:, 1]
+
+
+def candidates(method: str, cs: list[float]) -> list[tuple[str, object]]:
+    """(label, unfitted scorer) pairs; the validation split keeps the one with the best ROC AUC."""
+    if method == "linear":
+        return [(f"C={c:g}", Pipe(LogisticRegression(C=c, max_iter=3000, class_weight="balanced"))) for c in cs]
+    if method == "knn":  # UnivFD's nearest-neighbour variant, cosine distance
+        return [(f"k={k}", Pipe(KNeighborsClassifier(k, metric="cosine"))) for k in (1, 9, 25)]
+    return [("real-distance", RealDistance())]
+
+
+def per_source_standardised(x: np.ndarray, sources: np.ndarray) -> np.ndarray:
+    """Each source's rows centred and scaled by that source's own statistics (its offsets removed)."""
+    out = np.empty_like(x)
+    for s in np.unique(sources):
+        rows = sources == s
+        out[rows] = (x[rows] - x[rows].mean(0)) / (x[rows].std(0) + 1e-6)
+    return out
+
+
+def probe(out: Path, model: str, layers: list[str], cs: list[float], method: str, per_source: bool) -> None:
     items = json.loads((out / "index.json").read_text())
     source = np.array([s for s, _, _ in items])
     y = np.array([c == "ai" for _, c, _ in items], dtype=int)
@@ -93,30 +137,37 @@ def probe(out: Path, model: str, layers: list[str], cs: list[float]) -> None:
     feats = {c: features(c) for c in ["stored", *wild, *(f"train{k}" for k in range(TRAIN_COPIES))]}
     train_copies = [feats[f"train{k}"] for k in range(TRAIN_COPIES)]
     summary = []
-    print(f"{model} {'+'.join(layers)}; cells: accuracy (wild: accuracy / mean ROC AUC)")
+    how = f"{method}{', per-source standardised in training' if per_source else ''}"
+    print(f"{model} {'+'.join(layers)}, {how}; cells: accuracy (wild: accuracy / mean ROC AUC)")
     for fold in SOURCES:
         pool, test = np.flatnonzero(source != fold), np.flatnonzero(source == fold)
         strata = [f"{source[i]}-{y[i]}" for i in pool]
         fit, val = train_test_split(pool, test_size=0.15, stratify=strata, random_state=0)
-        x_fit, y_fit = np.concatenate([f[fit] for f in train_copies]), np.tile(y[fit], TRAIN_COPIES)
-        x_val, y_val = np.concatenate([f[val] for f in train_copies]), np.tile(y[val], TRAIN_COPIES)
+
+        def stack(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            x = np.concatenate([f[rows] for f in train_copies])
+            if per_source:
+                pooled_mean, pooled_std = x.mean(0), x.std(0) + 1e-6  # where the test images are put back
+                x = per_source_standardised(x, np.tile(source[rows], TRAIN_COPIES)) * pooled_std + pooled_mean
+            return x, np.tile(y[rows], TRAIN_COPIES)
+
+        (x_fit, y_fit), (x_val, y_val) = stack(fit), stack(val)
         best = None
-        for c in cs:
-            clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000, class_weight="balanced"))
-            p_val = clf.fit(x_fit, y_fit).predict_proba(x_val)[:, 1]
+        for label, scorer in candidates(method, cs):
+            p_val = scorer.fit(x_fit, y_fit).score(x_val)
             auc = roc_auc_score(y_val, p_val)
             if best is None or auc > best[0]:
-                best = (auc, c, clf, p_val)
-        auc_val, c, clf, p_val = best
+                best = (auc, label, scorer, p_val)
+        auc_val, label, scorer, p_val = best
         threshold = max(np.unique(p_val), key=lambda t: ((p_val >= t) == y_val).mean())
         cells = {}
         for condition in ["stored", *wild]:
-            p = clf.predict_proba(feats[condition][test])[:, 1]
+            p = scorer.score(feats[condition][test])
             cells[condition] = (((p >= threshold) == y[test]).mean(), roc_auc_score(y[test], p))
         accuracy, auc = (float(np.mean([cells[w][k] for w in wild])) for k in (0, 1))
         summary.append((fold, accuracy, auc))
         print(
-            f"  {fold}: C={c:g} (validation AUC {auc_val:.3f}) | as stored {cells['stored'][0]:.3f} | "
+            f"  {fold}: {label} (validation AUC {auc_val:.3f}) | as stored {cells['stored'][0]:.3f} | "
             + " ".join(f"{w} {cells[w][0]:.3f}" for w in wild)
             + f" | wild {accuracy:.3f} / {auc:.3f}"
         )
@@ -135,6 +186,15 @@ def main() -> None:
     parser.add_argument("--model", default="MobileNetV2", help="the nsfwjs model frozen_probe.js ran")
     parser.add_argument("--layers", default="block_15_add", help="layers to probe, joined by '+'")
     parser.add_argument("--C", default="0.001,0.01,0.1,1", help="inverse regularisation strengths to pick from")
+    parser.add_argument(
+        "--method",
+        choices=["linear", "knn", "real-distance"],
+        default="linear",
+        help="logistic regression; k nearest neighbours (k 1/9/25); distance to the trained real faces only",
+    )
+    parser.add_argument(
+        "--per-source", action="store_true", help="standardise each training source by its own statistics"
+    )
     args = parser.parse_args()
     if not FACEBENCH.is_dir():
         print(f"skipped: {FACEBENCH} not found")
@@ -142,7 +202,8 @@ def main() -> None:
     if args.step == "prep":
         prep(args.out, args.preset)
     else:
-        probe(args.out, args.model, args.layers.split("+"), [float(c) for c in args.C.split(",")])
+        cs = [float(c) for c in args.C.split(",")]
+        probe(args.out, args.model, args.layers.split("+"), cs, args.method, args.per_source)
 
 
 if __name__ == "__main__":
