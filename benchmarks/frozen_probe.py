@@ -20,6 +20,8 @@ A TensorFlow.js graph model works too: row F-face used HSE's face network from t
 `prep` writes every facebench face once per test condition of wild.py (as stored, JPEG 95/85/75,
 WebP 80, shrunk to half, the social-media chain; both classes alike) and twice through the preset's
 training degradations (params/facebench.yaml's RandomDegrade draws), resized to the network's 224 px.
+The social chain is drawn per face (seeded by its index), so its random resize and JPEG quality are
+the same distribution as wild.py's but not the same draws; the other conditions are the same pixels.
 `probe` trains a standardised logistic regression per fold on the three other sources' degraded
 copies (a stratified 15 % of them picks C by ROC AUC, and the threshold), and prints wild.py's
 cells: each condition's accuracy on the left-out source, wild accuracy (mean of the six wild
