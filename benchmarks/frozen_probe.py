@@ -1,4 +1,4 @@
-"""Frozen pretrained features + a linear probe, on wild.py's four leave-one-source-out folds.
+r"""Frozen pretrained features + a linear probe, on wild.py's four leave-one-source-out folds.
 
 The question (RESULTS.md, row F): do features learned on millions of other photos carry to a generator
 the detector never saw better than the preset trained from scratch? ImageNet weights cannot be
@@ -20,12 +20,24 @@ A TensorFlow.js graph model works too: row F-face used HSE's face network from t
 `prep` writes every facebench face once per test condition of wild.py (as stored, JPEG 95/85/75,
 WebP 80, shrunk to half, the social-media chain; both classes alike) and twice through the preset's
 training degradations (params/facebench.yaml's RandomDegrade draws), resized to the network's 224 px.
-The social chain is drawn per face (seeded by its index), so its random resize and JPEG quality are
-the same distribution as wild.py's but not the same draws; the other conditions are the same pixels.
+The faces are read and ordered as wild.py reads them (aivsreal.split.scan_dataset), and each
+condition's random draws (the social chain's resize and JPEG quality) are run_sweep's for the fold that
+leaves the face's source out: before its resize to 224 px, every test image is pixel for pixel the one
+wild.py's models are scored on.
 `probe` trains a standardised logistic regression per fold on the three other sources' degraded
 copies (a stratified 15 % of them picks C by ROC AUC, and the threshold), and prints wild.py's
 cells: each condition's accuracy on the left-out source, wild accuracy (mean of the six wild
-conditions) / mean wild ROC AUC, and the unseen-source mean. Skips (exit 0) without facebench.
+conditions) / mean wild ROC AUC, and the unseen-source mean. With --scores it saves each fold's p(AI) as
+wild_ablate.py saves a trained try's, so the two can be averaged:
+
+    python benchmarks/frozen_probe.py probe --out runs/frozen --model faceres --layers global_pooling/Mean \
+        --method knn --scores runs/E
+    python benchmarks/wild_ablate.py --try base --out runs/A          # the preset's p(AI): runs/A/base__<fold>.npz
+    python benchmarks/wild_ablate.py --ensemble base,faceres_global_pooling_Mean_knn --out runs/E
+
+(the first writes runs/E/faceres_global_pooling_Mean_knn__<fold>.npz; copy runs/A/base__*.npz into runs/E).
+
+Skips (exit 0) without facebench.
 """
 
 from __future__ import annotations
@@ -50,7 +62,9 @@ from sklearn.preprocessing import StandardScaler
 from wild import FACEBENCH, SOURCES
 
 from aivsreal.degradations import RandomDegrade
+from aivsreal.images import load_image
 from aivsreal.robustness import level, wild_levels
+from aivsreal.split import scan_dataset
 
 SIZE = 224  # MobileNetV2's input
 TRAIN_COPIES = 2
@@ -62,10 +76,13 @@ def condition_names() -> list[str]:
 
 def prep(out: Path, preset: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    items = [(s, c, str(p)) for s in SOURCES for c in ("ai", "real") for p in sorted((FACEBENCH / s / c).iterdir())]
+    params, _ = preset_params(preset, [])
+    classes, max_pixels = params.data.class_names, params.split.max_pixels
+    # wild.py's test rows: each source read as the project reads a data folder, in the same order
+    by_source = {s: scan_dataset(FACEBENCH / s, classes, max_pixels)[0] for s in SOURCES}
+    items = [(s, r.label, str(r.path)) for s in SOURCES for r in by_source[s]]
     (out / "index.json").write_text(json.dumps(items))
     conditions = [("stored", level("none", 0))] + list(zip(condition_names(), wild_levels()))
-    params, _ = preset_params(preset, [])
     torch.manual_seed(params.train.seed)
     augment = RandomDegrade.from_train_params(params.train)
     files = {name: open(out / f"{name}.u8", "wb") for name, _ in conditions}
@@ -74,12 +91,17 @@ def prep(out: Path, preset: str) -> None:
     def write(name: str, image: Image.Image) -> None:
         files[name].write(np.asarray(image.resize((SIZE, SIZE), Image.BILINEAR), dtype=np.uint8).tobytes())
 
-    for i, (_, _, path) in enumerate(items):
-        image = Image.open(path).convert("RGB")
+    for number, source in enumerate(SOURCES, start=1):
+        images = [load_image(r.path, max_pixels) for r in by_source[source]]
+        # run_sweep's draws when wild.py leaves this source out: one generator per condition, seeded by the fold
+        seed = params.split.seed + number
         for name, lv in conditions:
-            write(name, lv.apply(image, random.Random(f"0-{name}-{i}")))
-        for k in range(TRAIN_COPIES):
-            write(f"train{k}", augment(image))
+            rng = random.Random(f"{seed}-{lv.kind}-{lv.value}")
+            for image in images:
+                write(name, lv.apply(image, rng))
+        for image in images:
+            for k in range(TRAIN_COPIES):
+                write(f"train{k}", augment(image))
     for f in files.values():
         f.close()
     print(f"{len(items)} faces x {len(files)} treatments of {SIZE} px under {out}")
@@ -127,7 +149,13 @@ def per_source_standardised(x: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return out
 
 
-def probe(out: Path, model: str, layers: list[str], cs: list[float], method: str, per_source: bool) -> None:
+def scores_name(model: str, layers: list[str], method: str) -> str:
+    return f"{model}_{'+'.join(layers).replace('/', '_')}_{method}"
+
+
+def probe(
+    out: Path, model: str, layers: list[str], cs: list[float], method: str, per_source: bool, scores: Path | None
+) -> None:
     items = json.loads((out / "index.json").read_text())
     source = np.array([s for s, _, _ in items])
     y = np.array([c == "ai" for _, c, _ in items], dtype=int)
@@ -170,10 +198,15 @@ def probe(out: Path, model: str, layers: list[str], cs: list[float], method: str
                 best = (auc, label, scorer, p_val)
         auc_val, label, scorer, p_val = best
         threshold = max(np.unique(p_val), key=lambda t: ((p_val >= t) == y_val).mean())
-        cells = {}
+        cells, p_positive = {}, []
         for condition in ["stored", *wild]:
             p = scorer.score(feats[condition][test])
+            p_positive.append(p)
             cells[condition] = (((p >= threshold) == y[test]).mean(), roc_auc_score(y[test], p))
+        if scores is not None:  # as wild_ablate.py saves a try's, so --ensemble can average the two
+            scores.mkdir(parents=True, exist_ok=True)
+            np.savez(scores / f"{scores_name(model, layers, method)}__{fold}.npz", p_positive=np.stack(p_positive),
+                     is_positive=y[test].astype(bool), threshold=float(threshold))  # fmt: skip
         accuracy, auc = (float(np.mean([cells[w][k] for w in wild])) for k in (0, 1))
         summary.append((fold, accuracy, auc))
         print(
@@ -209,6 +242,12 @@ def main() -> None:
     parser.add_argument(
         "--per-source", action="store_true", help="standardise each training source by its own statistics"
     )
+    parser.add_argument(
+        "--scores",
+        type=Path,
+        help="also save each fold's p(AI) per test face and condition to SCORES/<model>_<layers>_<method>__<fold>.npz "
+        "(wild_ablate.py's format: `wild_ablate.py --ensemble NAME,TRY --out SCORES` averages them with a trained try)",
+    )
     args = parser.parse_args()
     if not FACEBENCH.is_dir():
         print(f"skipped: {FACEBENCH} not found")
@@ -217,7 +256,7 @@ def main() -> None:
         prep(args.out, args.preset)
     else:
         cs = [float(c) for c in args.C.split(",")]
-        probe(args.out, args.model, args.layers.split("+"), cs, args.method, args.per_source)
+        probe(args.out, args.model, args.layers.split("+"), cs, args.method, args.per_source, args.scores)
 
 
 if __name__ == "__main__":

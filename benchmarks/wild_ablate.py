@@ -122,15 +122,24 @@ def fold_line(accuracy: float, auc: float, wild: dict) -> str:
 
 def score_ensemble(names: list[str], out: Path) -> None:
     """Average p(AI) of the named tries per fold and condition; threshold = mean of theirs."""
+    folds = []
     for held_out in SOURCES:
         saved = [np.load(out / f"{name}__{held_out}.npz") for name in names]
-        p_positive = np.mean([s["p_positive"] for s in saved], axis=0)
         is_positive = saved[0]["is_positive"]
+        for name, s in zip(names, saved):
+            if s["p_positive"].shape != saved[0]["p_positive"].shape or (s["is_positive"] != is_positive).any():
+                raise SystemExit(f"{name}__{held_out}.npz scored other test faces than {names[0]}__{held_out}.npz")
+        p_positive = np.mean([s["p_positive"] for s in saved], axis=0)
         threshold = float(np.mean([s["threshold"] for s in saved]))
         accuracy = [float(((p >= threshold) == is_positive).mean()) for p in p_positive]
         auc = [float(roc_auc_score(is_positive, p)) for p in p_positive]
         wild = {"wild_accuracy": float(np.mean(accuracy[1:])), "wild_roc_auc": float(np.mean(auc[1:]))}
+        folds.append(wild)
         print(f"ensemble of {len(names)} {held_out}/: {fold_line(accuracy[0], auc[0], wild)}")
+    print(
+        f"unseen-source wild accuracy {np.mean([f['wild_accuracy'] for f in folds]):.3f}, "
+        f"lowest AUC {min(f['wild_roc_auc'] for f in folds):.3f}"
+    )
 
 
 def copy_at(source: Path, target: Path, side: int) -> None:
