@@ -26,7 +26,7 @@ from heldout import preset_params, rows_of
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 from torchvision import transforms as T
-from wild import FACEBENCH, SOURCES, run_fold
+from wild import FACEBENCH, SOURCES, run_fold, unseen_source_headline
 
 import aivsreal.training
 from aivsreal.logs import setup_logging
@@ -136,10 +136,8 @@ def score_ensemble(names: list[str], out: Path) -> None:
         wild = {"wild_accuracy": float(np.mean(accuracy[1:])), "wild_roc_auc": float(np.mean(auc[1:]))}
         folds.append(wild)
         print(f"ensemble of {len(names)} {held_out}/: {fold_line(accuracy[0], auc[0], wild)}")
-    print(
-        f"unseen-source wild accuracy {np.mean([f['wild_accuracy'] for f in folds]):.3f}, "
-        f"lowest AUC {min(f['wild_roc_auc'] for f in folds):.3f}"
-    )
+    headline = unseen_source_headline(folds)
+    print(f"unseen-source wild accuracy {headline['wild_accuracy']:.3f}, lowest AUC {headline['min_roc_auc']:.3f}")
 
 
 def copy_at(source: Path, target: Path, side: int) -> None:
