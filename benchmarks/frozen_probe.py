@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import sys
 from pathlib import Path
 
@@ -96,9 +95,8 @@ def prep(out: Path, preset: str) -> None:
         # run_sweep's draws when wild.py leaves this source out: one generator per condition, seeded by the fold
         seed = params.split.seed + number
         for name, lv in conditions:
-            rng = random.Random(f"{seed}-{lv.kind}-{lv.value}")
-            for image in images:
-                write(name, lv.apply(image, rng))
+            for image in lv.degrade(images, seed):
+                write(name, image)
         for image in images:
             for k in range(TRAIN_COPIES):
                 write(f"train{k}", augment(image))

@@ -25,6 +25,11 @@ class Level:
     apply: Callable[[Image.Image, random.Random], Image.Image]
     identity: bool = False  # the clean reference level: pixels must stay the same
 
+    def degrade(self, images: list[Image.Image], seed: int) -> list[Image.Image]:
+        """The images in order, each degraded, with one generator per (seed, level): the same draws every call."""
+        rng = random.Random(f"{seed}-{self.kind}-{self.value}")
+        return [self.apply(image, rng) for image in images]
+
 
 # How users' images arrive (issue 12), each applied to both classes alike: re-saved as JPEG or
 # WebP, shrunk and fed at the smaller size, or a social-media chain (resize 0.6-0.9, JPEG 70-90).
@@ -85,8 +90,7 @@ def run_sweep(
     and, per level, the scores `predict_positive` gave (for calibration and ensembles)."""
     rows, scores = [], []
     for level in levels:
-        rng = random.Random(f"{seed}-{level.kind}-{level.value}")
-        degraded = [level.apply(image, rng) for image in images]
+        degraded = level.degrade(images, seed)
         same_size = [b if b.size == a.size else b.resize(a.size, Image.BICUBIC) for a, b in zip(images, degraded)]
         quality = [psnr(a, b) for a, b in zip(images, same_size)]
         changed = sum(math.isfinite(q) or a.size != b.size for q, a, b in zip(quality, images, degraded))
