@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,8 +57,7 @@ def wild_copies(images: list) -> dict[tuple[str, float], list]:
     (JPEG, WebP, shrunk, social), the same on every run."""
     copies = {("none", 0): images}
     for number, condition in enumerate(wild_levels()):
-        rng = random.Random(f"calibration-{number}")  # the same copies on every run
-        copies[(condition.kind, condition.value)] = [condition.apply(image, rng) for image in images]
+        copies[(condition.kind, condition.value)] = condition.degrade(images, key=f"calibration-{number}")
     return copies
 
 

@@ -25,9 +25,10 @@ class Level:
     apply: Callable[[Image.Image, random.Random], Image.Image]
     identity: bool = False  # the clean reference level: pixels must stay the same
 
-    def degrade(self, images: list[Image.Image], seed: int) -> list[Image.Image]:
-        """The images in order, each degraded, with one generator per (seed, level): the same draws every call."""
-        rng = random.Random(f"{seed}-{self.kind}-{self.value}")
+    def degrade(self, images: list[Image.Image], seed: int = 0, key: str | None = None) -> list[Image.Image]:
+        """The images in order, each degraded, with one generator per (seed, level), or per `key` when one
+        is given (calibration's wild copies): the same draws every call."""
+        rng = random.Random(key if key is not None else f"{seed}-{self.kind}-{self.value}")
         return [self.apply(image, rng) for image in images]
 
 
