@@ -17,6 +17,11 @@ A TensorFlow.js graph model works too: row F-face used HSE's face network from t
     node benchmarks/frozen_probe.js runs/frozen global_pooling/Mean runs/frozen/faceres.json 255
     python benchmarks/frozen_probe.py probe --out runs/frozen --model faceres --layers global_pooling/Mean
 
+or, without Node.js, run in PyTorch by benchmarks/tfjs_graph.py (the same features to 4e-6, the same files):
+
+    python benchmarks/frozen_probe.py features --out runs/frozen --graph runs/frozen/faceres.json \
+        --layers global_pooling/Mean --scale 255
+
 `prep` writes every facebench face once per test condition of wild.py (as stored, JPEG 95/85/75,
 WebP 80, shrunk to half, the social-media chain; both classes alike) and twice through the preset's
 training degradations (params/facebench.yaml's RandomDegrade draws), resized to the network's 224 px.
@@ -58,6 +63,8 @@ from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tfjs_graph import TfjsGraph
+from tqdm import tqdm
 from wild import FACEBENCH, SOURCES
 
 from aivsreal.degradations import RandomDegrade
@@ -219,9 +226,31 @@ def probe(
     )
 
 
+def features(out: Path, graph_json: Path, layers: list[str], scale: float, batch_size: int = 32) -> None:
+    """frozen_probe.js's output for a TensorFlow.js graph model, computed in PyTorch (tfjs_graph.py):
+    out/feat/<model>_<layer>_<treatment>.f32, each layer's values averaged over the image when a map."""
+    graph = TfjsGraph.load(graph_json)
+    folder = out / "feat"
+    folder.mkdir(exist_ok=True)
+    treatments = sorted(path.stem for path in out.glob("*.u8"))
+    if not treatments:
+        raise SystemExit(f"no *.u8 arrays in {out}: run `frozen_probe.py prep --out {out}` first")
+    for treatment in treatments:
+        pixels = np.fromfile(out / f"{treatment}.u8", np.uint8).reshape(-1, SIZE, SIZE, 3)
+        names = [f"{graph_json.stem}_{layer.replace('/', '_')}_{treatment}.f32" for layer in layers]
+        files = [open(folder / name, "wb") for name in names]
+        for start in tqdm(range(0, len(pixels), batch_size), desc=treatment, unit="batch"):
+            batch = torch.from_numpy(pixels[start : start + batch_size]).float() / 255 * scale  # as frozen_probe.js
+            for file, value in zip(files, graph(batch, layers)):
+                value = value.mean((2, 3)) if value.dim() == 4 else value.reshape(len(batch), -1)
+                file.write(value.numpy().astype(np.float32).tobytes())
+        for file in files:
+            file.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prep", "probe"])
+    parser.add_argument("step", choices=["prep", "features", "probe"])
     parser.add_argument("--out", type=Path, required=True, help="working folder (arrays, features)")
     parser.add_argument("--preset", default="params/facebench.yaml", help="whose training degradations prep draws")
     parser.add_argument(
@@ -246,7 +275,14 @@ def main() -> None:
         help="also save each fold's p(AI) per test face and condition to SCORES/<model>_<layers>_<method>__<fold>.npz "
         "(wild_ablate.py's format: `wild_ablate.py --ensemble NAME,TRY --out SCORES` averages them with a trained try)",
     )
+    parser.add_argument("--graph", type=Path, help="features: a TensorFlow.js graph model's model.json")
+    parser.add_argument("--scale", type=float, default=1.0, help="features: pixels fed as 0-SCALE (faceres: 255)")
     args = parser.parse_args()
+    if args.step == "features":
+        if args.graph is None:
+            parser.error("features needs --graph MODEL.json (nsfwjs's layers models run in frozen_probe.js)")
+        features(args.out, args.graph, args.layers.replace("+", ",").split(","), args.scale)
+        return
     if not FACEBENCH.is_dir():
         print(f"skipped: {FACEBENCH} not found")
         sys.exit(0)
