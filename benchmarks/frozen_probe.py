@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -238,14 +239,13 @@ def features(out: Path, graph_json: Path, layers: list[str], scale: float, batch
     for treatment in treatments:
         pixels = np.fromfile(out / f"{treatment}.u8", np.uint8).reshape(-1, SIZE, SIZE, 3)
         names = [f"{graph_json.stem}_{layer.replace('/', '_')}_{treatment}.f32" for layer in layers]
-        files = [open(folder / name, "wb") for name in names]
-        for start in tqdm(range(0, len(pixels), batch_size), desc=treatment, unit="batch"):
-            batch = torch.from_numpy(pixels[start : start + batch_size]).float() / 255 * scale  # as frozen_probe.js
-            for file, value in zip(files, graph(batch, layers)):
-                value = value.mean((2, 3)) if value.dim() == 4 else value.reshape(len(batch), -1)
-                file.write(value.numpy().astype(np.float32).tobytes())
-        for file in files:
-            file.close()
+        with ExitStack() as stack:
+            files = [stack.enter_context(open(folder / name, "wb")) for name in names]
+            for start in tqdm(range(0, len(pixels), batch_size), desc=treatment, unit="batch"):
+                batch = torch.from_numpy(pixels[start : start + batch_size]).float() / 255 * scale  # as the JS does
+                for file, value in zip(files, graph(batch, layers)):
+                    value = value.mean((2, 3)) if value.dim() == 4 else value.reshape(len(batch), -1)
+                    file.write(value.numpy().astype(np.float32).tobytes())
 
 
 def main() -> None:
