@@ -155,6 +155,11 @@ def per_source_standardised(x: np.ndarray, sources: np.ndarray) -> np.ndarray:
     return out
 
 
+def feature_file(out: Path, model: str, layer: str, treatment: str) -> Path:
+    """Where one layer's features of one treatment live: frozen_probe.js's naming, '/' in the layer as '_'."""
+    return out / "feat" / f"{model}_{layer.replace('/', '_')}_{treatment}.f32"
+
+
 def scores_name(model: str, layers: list[str], method: str) -> str:
     return f"{model}_{'+'.join(layers).replace('/', '_')}_{method}"
 
@@ -170,9 +175,7 @@ def probe(
     def features(condition: str) -> np.ndarray:
         return np.concatenate(
             [
-                np.fromfile(out / f"feat/{model}_{layer.replace('/', '_')}_{condition}.f32", dtype=np.float32).reshape(
-                    len(items), -1
-                )
+                np.fromfile(feature_file(out, model, layer, condition), dtype=np.float32).reshape(len(items), -1)
                 for layer in layers
             ],
             axis=1,
@@ -231,16 +234,15 @@ def features(out: Path, graph_json: Path, layers: list[str], scale: float, batch
     """frozen_probe.js's output for a TensorFlow.js graph model, computed in PyTorch (tfjs_graph.py):
     out/feat/<model>_<layer>_<treatment>.f32, each layer's values averaged over the image when a map."""
     graph = TfjsGraph.load(graph_json)
-    folder = out / "feat"
-    folder.mkdir(exist_ok=True)
+    (out / "feat").mkdir(exist_ok=True)
     treatments = sorted(path.stem for path in out.glob("*.u8"))
     if not treatments:
         raise SystemExit(f"no *.u8 arrays in {out}: run `frozen_probe.py prep --out {out}` first")
     for treatment in treatments:
         pixels = np.fromfile(out / f"{treatment}.u8", np.uint8).reshape(-1, SIZE, SIZE, 3)
-        names = [f"{graph_json.stem}_{layer.replace('/', '_')}_{treatment}.f32" for layer in layers]
         with ExitStack() as stack:
-            files = [stack.enter_context(open(folder / name, "wb")) for name in names]
+            paths = [feature_file(out, graph_json.stem, layer, treatment) for layer in layers]
+            files = [stack.enter_context(open(path, "wb")) for path in paths]
             for start in tqdm(range(0, len(pixels), batch_size), desc=treatment, unit="batch"):
                 batch = torch.from_numpy(pixels[start : start + batch_size]).float() / 255 * scale  # as the JS does
                 for file, value in zip(files, graph(batch, layers)):

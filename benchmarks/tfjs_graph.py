@@ -65,6 +65,8 @@ def attribute(node: dict, name: str, kind: str):
     value = node.get("attr", {}).get(name, {})
     if kind == "s":
         return base64.b64decode(value.get("s", "")).decode()
+    if kind == "bool":
+        return bool(value.get("b", False))
     if kind == "ints":
         return [int(i) for i in value.get("list", {}).get("i", [])]
     return [base64.b64decode(s).decode() for s in value.get("list", {}).get("s", [])]
@@ -140,8 +142,7 @@ class TfjsGraph:
             return x.mean((2, 3))
         if op == "_FusedMatMul":
             x, weight, bias = args
-            flags = node.get("attr", {})
-            if flags.get("transpose_a", {}).get("b") or flags.get("transpose_b", {}).get("b"):
+            if attribute(node, "transpose_a", "bool") or attribute(node, "transpose_b", "bool"):
                 raise NotImplementedError(f"{node['name']}: transposed matrix product")
             fused = attribute(node, "fused_ops", "strings")
             if set(fused) - {"BiasAdd", "Relu"}:
