@@ -64,7 +64,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from tfjs_graph import TfjsGraph
 from tqdm import tqdm
 from wild import FACEBENCH, SOURCES
 
@@ -72,6 +71,7 @@ from aivsreal.degradations import RandomDegrade
 from aivsreal.images import load_image
 from aivsreal.robustness import level, wild_levels
 from aivsreal.split import scan_dataset
+from aivsreal.tfjs_graph import TfjsGraph
 
 SIZE = 224  # MobileNetV2's input
 TRAIN_COPIES = 2

@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 from heldout import preset_params, rows_of, stratified_cut  # benchmarks/heldout.py: the same folds helpers
 
+from aivsreal import face_vote
 from aivsreal.fit_calibration import calibrate
 from aivsreal.logs import setup_logging
 from aivsreal.model import save_model
@@ -67,9 +68,14 @@ def run_fold(
     result = train(params, train_rows, val_rows)
     calibrate(result, val_rows, params.calibration)
     minutes = (time.perf_counter() - started) / 60
+    vote = None
+    if params.model.face_vote:  # as the train stage adds it (pipeline/train.py add_face_vote)
+        face_vote.ensure_weights(Path(params.model.face_vote_graph))
+        vote, _ = face_vote.fit_face_vote(params, train_rows, val_rows)
+        minutes = (time.perf_counter() - started) / 60
     if save_to is not None:
         save_model(result.model, result.config, save_to)
-    predictor = Predictor(result.model, result.config)
+    predictor = Predictor(result.model, result.config, face_vote=vote)
     images = predictor.load_many([row["path"] for row in test])
     positive = predictor.class_names[0]
     is_positive = np.array([row["label"] == positive for row in test])

@@ -327,6 +327,20 @@ def expert_paragraph(tested: dict) -> list:
     )]  # fmt: skip
 
 
+def face_vote_paragraph(trained: dict) -> list:
+    """model.face_vote: how the vote was set up on validation (metrics/train.json's face_vote_* figures)."""
+    if "face_vote_k" not in trained:
+        return []
+    return [Paragraph(
+        f"Face vote (model.face_vote): every answer averages the network's p(AI) with the share of AI faces "
+        f"among the {trained['face_vote_k']:.0f} training faces nearest to it in a face network's description "
+        f"(HSE FaceRes), deciding at the mean of both thresholds (the vote's: {trained['face_vote_threshold']:.2f}). "
+        f"On the validation faces' degraded copies the vote alone reached ROC AUC "
+        f"{trained['face_vote_val_roc_auc']:.3f} and accuracy {trained['face_vote_val_accuracy']:.3f}; the test "
+        "metrics below are the joined answer's."
+    )]  # fmt: skip
+
+
 def chosen_weights(trained: dict) -> str:
     """Which weights the model kept: the best validation epoch, or the average of several (train.swa_start)."""
     best = (
@@ -378,6 +392,7 @@ def build_blocks(params, split, trained, tested, digest: str, figures):
             f"{params.train.eval_size or params.train.image_size} px at inference, input "
             f"{INPUT_FILTERS[params.model.input_filter].description}. {chosen_weights(trained)}"
         ),
+        *face_vote_paragraph(trained),
         Figure(figures / "training_curves.png", "Loss and accuracy per epoch"),
         Heading("Test metrics"),
         Table(["metric", "value"], [["accuracy (test images as stored)", accuracy], ["ROC AUC", tested["roc_auc"]],

@@ -16,9 +16,10 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from aivsreal import distributed, tracking
+from aivsreal import distributed, face_vote, tracking
 from aivsreal.engines import OnnxNetwork, export_onnx
 from aivsreal.experts import FORENSIC_FOLDER, FORENSIC_RECIPE, forensic_recipe
+from aivsreal.face_vote import FaceWeightsError, fit_face_vote
 from aivsreal.fit_calibration import calibrate, int8_accuracy_change, quantize, validation_copies
 from aivsreal.hardware import HardwareError, StepSettings
 from aivsreal.input_range import DEMO_NOTICE
@@ -153,7 +154,9 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
             calibrated["forensic_best_epoch"] = forensic.best_epoch
             result.config.forensic = FORENSIC_FOLDER
             result.config.forensic_mix = params.model.forensic_mix
-    except WeightsUnavailableError as error:
+        if params.model.face_vote:
+            calibrated |= add_face_vote(params, result, train_rows, val_rows, MODEL_DIR)
+    except (WeightsUnavailableError, FaceWeightsError) as error:
         sys.exit(f"train: {error}")
     weights_used = result.config.pretrained_used
     mlflow.log_param("pretrained_used", weights_used)
@@ -162,13 +165,14 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
                        "augment_graphs_used": result.augment_graphs})  # fmt: skip
     mlflow.set_tag("pretrained_used", weights_used)
     mlflow.set_tag("experts", "forensic+wild" if params.model.forensic else "single")
+    mlflow.set_tag("face_vote", str(bool(result.config.face_vote)).lower())
     best = result.history[result.best_epoch - 1]
     mlflow.log_metrics({"best_epoch": result.best_epoch, "best_val_loss": best["val_loss"]})
     mlflow.set_tag("demo_model", str(result.config.demo).lower())
     if result.config.demo:
         log.warning(DEMO_NOTICE)
-    if result.config.forensic:
-        save_model(result.model, result.config, MODEL_DIR)  # its config now names the forensic expert
+    if result.config.forensic or result.config.face_vote:
+        save_model(result.model, result.config, MODEL_DIR)  # its config now names the forensic expert, the vote
     # evaluate and report find this run by the weights' digest: no run id or version in a git-tracked output
     digest = tracking.model_digest(MODEL_DIR)
     _warn_if_registered_before(params, digest)
@@ -177,6 +181,20 @@ def _train_and_register(params, context, root: Path, train_rows, val_rows):
     answers = signature(result.config.class_names, result.config.faces)
     info = log_pyfunc_model(MODEL_DIR, answers, example, params.mlflow.registered_model)
     return info, result, best, calibrated
+
+
+def add_face_vote(params, result, train_rows, val_rows, folder: Path) -> dict[str, float]:
+    """model.face_vote: the face vote fitted on the training and validation faces, saved into `folder`
+    (face_vote.FOLDER) and named in the model's config; what validation measured, into metrics."""
+    digests = face_vote.ensure_weights(Path(params.model.face_vote_graph))
+    mlflow.log_params({f"face_vote_sha256.{name}": digest[:16] for name, digest in digests.items()})
+    vote, figures = fit_face_vote(params, train_rows, val_rows)
+    vote.save(folder / face_vote.FOLDER, Path(params.model.face_vote_graph))
+    result.config.face_vote = face_vote.FOLDER
+    mlflow.log_metrics(figures)
+    log.info("face vote: k %d, threshold %.3f; on validation's degraded copies alone ROC AUC %.3f, accuracy %.3f",
+             vote.k, vote.threshold, figures["face_vote_val_roc_auc"], figures["face_vote_val_accuracy"])  # fmt: skip
+    return figures
 
 
 def fit_expert(params, context, train_rows, val_rows, folder: Path, on_epoch) -> tuple:

@@ -263,11 +263,17 @@ def test_served_champion_answers_per_face_warns_without_one_and_rejects_bad_payl
 
 
 @pytest.fixture(scope="module")
-def experiment(project):
-    """One `dvc exp run --temp` shared by the two tests below (a pipeline run costs a minute): it trains under
+def experiment(project, tmp_path_factory):
+    """One `dvc exp run --temp` shared by the tests below (a pipeline run costs a minute): it trains under
     `train.launcher: torchrun` (2 gloo processes), sets a `model.int8_max_drop` no int8 graph can meet and an
-    `evaluate.min_wild_accuracy` no model can meet. Returns what was there before it and its one new run."""
+    `evaluate.min_wild_accuracy` no model can meet, and adds a face vote (model.face_vote) on a small
+    stand-in face network. Returns what was there before it and its one new run."""
+    from helpers_tfjs import small_network
+
+    from aivsreal.face_vote import LAYER
+
     repo, env = project["repo"], project["env"]
+    face_network = small_network(tmp_path_factory.mktemp("face_network"), pool=LAYER)  # 2 features, no download
     client = MlflowClient(project["uri"])
     experiment_id = client.get_experiment_by_name("ai-vs-real").experiment_id
     before = {
@@ -276,11 +282,13 @@ def experiment(project):
         "params": (repo / "params.yaml").read_text(),
     }
     runs_before = {r.info.run_id for r in client.search_runs([experiment_id])}
-    flags = [flag for key, value in EXPERIMENT.items() for flag in ("-S", f"{key}={value}")]
+    settings = EXPERIMENT | {"model.face_vote": True, "model.face_vote_graph": str(face_network)}
+    flags = [flag for key, value in settings.items() for flag in ("-S", f"{key}={value}")]
     output = run(["dvc", "exp", "run", "--temp", *flags], repo, env)
     new = [r for r in client.search_runs([experiment_id]) if r.info.run_id not in runs_before]
     assert len(new) == 1, output[-3000:]
-    return before | {"output": output, "run": new[0], "client": client, "experiment_id": experiment_id}
+    return before | {"output": output, "run": new[0], "client": client, "experiment_id": experiment_id,
+                     "settings": settings}  # fmt: skip
 
 
 EXPERIMENT = {"train.launcher": "torchrun", "train.nproc": 2, "train.lr": 0.001, "model.int8_max_drop": -100,
@@ -319,6 +327,23 @@ def test_exp_run_temp_logs_into_the_project_store_drops_a_lossy_int8_graph_and_a
     assert load_predictor(repo / "models/model").engine == "onnx"
 
 
+def test_exp_run_with_a_face_vote_saves_it_in_the_logged_model_which_answers_with_it(project, experiment, monkeypatch):
+    """model.face_vote: the train stage fits the vote on the training faces (rank 0 of the torchrun launch),
+    logs its figures, saves it inside the logged model, and the report says how it was set up."""
+    from aivsreal.face_vote import FOLDER, KS
+    from aivsreal.serving.artifacts import load_predictor
+
+    client, new, output = experiment["client"], experiment["run"], experiment["output"]
+    assert new.data.tags["face_vote"] == "true" and new.data.metrics["face_vote_k"] in KS
+    assert 0 <= new.data.metrics["face_vote_threshold"] <= 1 and "face vote: k" in output
+    assert set(new.data.params) >= {"face_vote_sha256.model.json", "face_vote_sha256.w.bin"}  # which network
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project["uri"])
+    logged = load_predictor(f"runs:/{new.info.run_id}/model")
+    assert logged.config.face_vote == FOLDER and logged.face_vote.k == new.data.metrics["face_vote_k"]
+    report = Path(client.download_artifacts(new.info.run_id, "report/report.md")).read_text()
+    assert "Face vote (model.face_vote)" in report
+
+
 def test_exp_run_under_torchrun_logs_once_and_the_run_cache_restores_it_without_a_new_run_or_version(
     project, experiment
 ):
@@ -334,7 +359,7 @@ def test_exp_run_under_torchrun_logs_once_and_the_run_cache_restores_it_without_
     runs = len(client.search_runs([experiment["experiment_id"]]))
     versions = len(client.search_model_versions("name='ai-vs-real'"))
     changes: dict = {}
-    for key, value in EXPERIMENT.items():  # params DVC has run (in the experiment)
+    for key, value in experiment["settings"].items():  # params DVC has run (in the experiment)
         section, name = key.split(".")
         changes.setdefault(section, {})[name] = value
     set_params(repo, changes)

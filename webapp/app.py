@@ -105,6 +105,13 @@ def model_card_ui(source: str, predictor: Predictor) -> None:
             if predictor.forensic
             else "one"
         ),
+        "Face vote: "
+        + (
+            f"on: p(AI) averaged with the share of AI faces among the {predictor.face_vote.k} training faces "
+            "nearest in a face network's description (model.face_vote)"
+            if predictor.face_vote
+            else "off"
+        ),
         "Trained on: "
         + (
             "the faces found in each picture (data.faces: crop)"

@@ -74,6 +74,7 @@ class ModelConfig:
     face_summary: str = "any"  # crop: the picture's label is AI if "any" face / "all" faces are
     forensic: str = ""  # two-expert model: sub-folder of the forensic expert that judges originals (experts.py)
     forensic_mix: str = "alone"  # two-expert model, on originals: "alone" (forensic expert) | "mean" (both averaged)
+    face_vote: str = ""  # sub-folder of the face vote joined to the network's answer (face_vote.py); "" = none
 
     @classmethod
     def from_params(cls, params: Params) -> ModelConfig:

