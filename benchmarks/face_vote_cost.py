@@ -5,8 +5,9 @@
 
 A network of the preset's shape (untrained: the cost does not depend on the weights) answers the same
 faces alone and with a face vote fitted on the faces' own degraded copies (the bank holds COPIES per face,
-as the train stage's). Prints images per second both ways (Predictor.predict_proba, batches of 64, the
-eager PyTorch engine for both, so only the vote differs) and the fitting rate in training faces per second;
+as the train stage's). Prints images per second (Predictor.predict_proba, batches of 64; the trained
+network on eager PyTorch in every row, so only the vote differs; the face network on ONNX Runtime as the
+train stage saves it, and in PyTorch as without onnxruntime), the export time and the fitting rate;
 benchmarks/RESULTS.md records the numbers. Needs the face network's weights (fetched when missing).
 Skips (exit 0) without facebench.
 """
@@ -14,6 +15,7 @@ Skips (exit 0) without facebench.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,24 +53,37 @@ def main() -> None:
 
     face_vote.ensure_weights(args.graph)
     network = face_vote.FaceNetwork(args.graph)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        network.export_onnx(Path(scratch) / face_vote.ONNX_FILE)
+    export_seconds = time.perf_counter() - started
     augment = RandomDegrade.from_train_params(params.train)
     started = time.perf_counter()
     vote, _ = face_vote.fit(network, lambda image: image, (images, is_ai), (images[:40], is_ai[:40]), augment, 0)
     fit_seconds = time.perf_counter() - started
     joined = Predictor(model, config, face_vote=vote)
+    # the same vote with the face network as the TensorFlow.js graph in PyTorch (no ONNX file): as without onnxruntime
+    in_torch = face_vote.FaceVote(face_vote.FaceNetwork(args.graph), vote.bank, vote.is_ai, vote.mean, vote.scale,
+                                  vote.k, vote.threshold)  # fmt: skip
 
     rates = {}
-    for name, predictor in (("alone", alone), ("with the face vote", joined)):
+    rows = {
+        "alone": alone,
+        "with the face vote (face network on ONNX Runtime)": joined,
+        "with the face vote (face network in PyTorch)": Predictor(model, config, face_vote=in_torch),
+    }
+    for name, predictor in rows.items():
         predictor.predict_proba(images[:8])  # warm-up
         started = time.perf_counter()
         predictor.predict_proba(images)
         rates[name] = len(images) / (time.perf_counter() - started)
     described = (len(images) + 40) * face_vote.COPIES
-    print(f"{len(images)} facebench dev/ faces (256 px PNG), {args.threads} torch thread(s), eager PyTorch")
+    print(f"{len(images)} facebench dev/ faces (256 px PNG); {args.threads} torch thread(s), ONNX Runtime's default")
     print("| answer | images/s |\n|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.1f} |")
-    print(f"fitting: {described} degraded copies described in {fit_seconds:.1f} s "
+    print(f"exporting the face network to ONNX: {export_seconds:.1f} s")
+    print(f"fitting (ONNX Runtime): {described} degraded copies described in {fit_seconds:.1f} s "
           f"({described / fit_seconds:.1f} copies/s; {len(images) / fit_seconds:.1f} training faces/s)")  # fmt: skip
 
 

@@ -69,9 +69,10 @@ def run_fold(
     calibrate(result, val_rows, params.calibration)
     minutes = (time.perf_counter() - started) / 60
     vote = None
-    if params.model.face_vote:  # as the train stage adds it (pipeline/train.py add_face_vote)
+    if params.model.face_vote:  # as the train stage adds it (pipeline/train.py add_face_vote), in a scratch folder
         face_vote.ensure_weights(Path(params.model.face_vote_graph))
-        vote, _ = face_vote.fit_face_vote(params, train_rows, val_rows)
+        scratch = tempfile.TemporaryDirectory(prefix="face_vote_")  # removed when run_fold returns
+        vote, _ = face_vote.fit_face_vote(params, train_rows, val_rows, Path(scratch.name))
         minutes = (time.perf_counter() - started) / 60
     if save_to is not None:
         save_model(result.model, result.config, save_to)

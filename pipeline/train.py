@@ -188,8 +188,7 @@ def add_face_vote(params, result, train_rows, val_rows, folder: Path) -> dict[st
     (face_vote.FOLDER) and named in the model's config; what validation measured, into metrics."""
     digests = face_vote.ensure_weights(Path(params.model.face_vote_graph))
     mlflow.log_params({f"face_vote_sha256.{name}": digest[:16] for name, digest in digests.items()})
-    vote, figures = fit_face_vote(params, train_rows, val_rows)
-    vote.save(folder / face_vote.FOLDER, Path(params.model.face_vote_graph))
+    vote, figures = fit_face_vote(params, train_rows, val_rows, folder / face_vote.FOLDER)
     result.config.face_vote = face_vote.FOLDER
     mlflow.log_metrics(figures)
     log.info("face vote: k %d, threshold %.3f; on validation's degraded copies alone ROC AUC %.3f, accuracy %.3f",

@@ -54,9 +54,11 @@ def fitted(toy_network):
 
 @pytest.fixture(scope="module")
 def voting_model(tmp_path_factory, tiny_onnx_model_dir, fitted, toy_network):
-    """The tiny model with the toy face vote saved beside it, as the train stage saves model.face_vote: true."""
+    """The tiny model with the toy face vote saved beside it (its network exported to ONNX too), as the train
+    stage saves model.face_vote: true."""
     folder = tmp_path_factory.mktemp("voting_model")
     shutil.copytree(tiny_onnx_model_dir, folder, dirs_exist_ok=True)
+    fitted[0].network.export_onnx(tmp_path_factory.mktemp("export") / "toy.onnx")
     fitted[0].save(folder / face_vote.FOLDER, toy_network)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps(config | {"face_vote": face_vote.FOLDER, "threshold": 0.55}))
@@ -86,6 +88,19 @@ def test_fit_refuses_training_faces_of_one_class(toy_network):
     images, _ = toy_set(6, 4)
     with pytest.raises(ValueError, match="both classes"):
         face_vote.fit(FaceNetwork(toy_network), lambda image: image, (images, np.ones(6, bool)), toy_set(4, 5), None, 0)
+
+
+def test_the_face_network_answers_the_same_on_onnx_runtime_and_pytorch(voting_model, monkeypatch):
+    from aivsreal.engines import ENGINE_ENV
+
+    images = toy_set(6, 11)[0]
+    on_onnx = FaceVote.load(voting_model / face_vote.FOLDER).network
+    assert on_onnx.onnx is not None and (voting_model / face_vote.FOLDER / face_vote.ONNX_FILE).is_file()
+    monkeypatch.setenv(ENGINE_ENV, "torch")
+    in_torch = FaceVote.load(voting_model / face_vote.FOLDER).network
+    assert in_torch.onnx is None
+    np.testing.assert_allclose(on_onnx.features(images), in_torch.features(images), rtol=1e-5, atol=1e-5)
+    assert b"/tmp" not in (voting_model / face_vote.FOLDER / face_vote.ONNX_FILE).read_bytes()  # no paths inside
 
 
 def test_the_answer_is_the_mean_p_ai_decided_at_the_mean_threshold(voting_model, tiny_onnx_model_dir):

@@ -28,9 +28,12 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import importlib.util
 import io
 import json
 import logging
+import os
+import shutil
 import tarfile
 import urllib.request
 from dataclasses import dataclass
@@ -41,6 +44,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from aivsreal.engines import ENGINE_ENV, OPSET, OnnxNetwork, strip_metadata
 from aivsreal.tfjs_graph import TfjsGraph
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ CHUNK = 256  # images read at a time while describing them
 FOLDER = "face_vote"  # sub-folder of a saved model: the face network and the bank
 BANK_FILE = "bank.npz"
 GRAPH_FILE = "graph.json"  # the face network's model.json in a saved model
+ONNX_FILE = "graph.onnx"  # the same network exported for ONNX Runtime
 
 
 class FaceWeightsError(RuntimeError):
@@ -120,10 +125,31 @@ def ensure_weights(graph_json: Path) -> dict[str, str]:
 
 
 class FaceNetwork:
-    """The face network: 1,024 numbers per picture, read at SIZE x SIZE (bilinear), pixels 0-255 as it takes them."""
+    """The face network: 1,024 numbers per picture, read at SIZE x SIZE (bilinear), pixels 0-255 as it takes them.
+    Runs on ONNX Runtime when it has an exported graph (`onnx_file`, export_onnx) and the runtime is installed
+    (about 3 times faster on a CPU core than the TensorFlow.js graph in PyTorch, the same features to 1e-5),
+    else in PyTorch (tfjs_graph.py); AIVSREAL_ENGINE=torch forces PyTorch, as for the trained network."""
 
-    def __init__(self, graph_json: Path):
+    def __init__(self, graph_json: Path, onnx_file: Path | None = None):
         self.graph = TfjsGraph.load(graph_json)
+        self.onnx_file = Path(onnx_file) if onnx_file is not None and Path(onnx_file).is_file() else None
+        self.onnx = OnnxNetwork(self.onnx_file) if self.onnx_file and onnx_allowed() else None
+
+    def export_onnx(self, path: Path) -> Path:
+        """The network up to LAYER as an ONNX graph at `path` (dynamic batch, metadata stripped: engines.py),
+        answered on from now on when ONNX Runtime may run."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        example = torch.zeros(2, SIZE, SIZE, 3)
+        torch.onnx.export(
+            _Features(self.graph).eval(), (example,), str(path), input_names=["pixels"], output_names=["features"],
+            dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), opset_version=OPSET, dynamo=True,
+            external_data=False, verbose=False,
+        )  # fmt: skip
+        strip_metadata(path)
+        self.onnx_file = path
+        self.onnx = OnnxNetwork(path) if onnx_allowed() else None
+        return path
 
     def features(self, images: list[Image.Image], batch_size: int = 32, progress: str | None = None) -> np.ndarray:
         chunks = []
@@ -131,9 +157,26 @@ class FaceNetwork:
         for start in tqdm(starts, desc=progress, unit="batch", disable=progress is None):
             pixels = np.stack([np.asarray(image.convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.uint8)
                                for image in images[start : start + batch_size]])  # fmt: skip
-            [value] = self.graph(torch.from_numpy(pixels).float(), [LAYER])
+            batch = torch.from_numpy(pixels).float()
+            value = self.onnx(batch) if self.onnx is not None else self.graph(batch, [LAYER])[0]
             chunks.append(value.reshape(len(pixels), -1).numpy())
         return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+class _Features(torch.nn.Module):
+    """The TensorFlow.js graph up to LAYER as a module, for torch.onnx.export."""
+
+    def __init__(self, graph: TfjsGraph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.graph(pixels, [LAYER])[0]
+
+
+def onnx_allowed() -> bool:
+    """ONNX Runtime is installed and AIVSREAL_ENGINE does not ask for PyTorch."""
+    return importlib.util.find_spec("onnxruntime") is not None and os.environ.get(ENGINE_ENV, "").lower() != "torch"
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -176,10 +219,12 @@ class FaceVote:
         return np.stack([shifted, -shifted], axis=1) * temperature / 2
 
     def save(self, folder: Path, graph_json: Path) -> None:
-        """The face network (its model.json as GRAPH_FILE, and its weight files) and the bank (features as
-        float16) into `folder`."""
+        """The face network (its model.json as GRAPH_FILE, its weight files, and its ONNX graph as ONNX_FILE
+        when it has one) and the bank (features as float16) into `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
+        if self.network.onnx_file is not None and self.network.onnx_file != folder / ONNX_FILE:
+            shutil.copyfile(self.network.onnx_file, folder / ONNX_FILE)
         graph = json.loads(Path(graph_json).read_text())
         for group in graph["weightsManifest"]:
             for name in group["paths"]:
@@ -192,8 +237,9 @@ class FaceVote:
     def load(cls, folder: Path) -> FaceVote:
         folder = Path(folder)
         saved = np.load(folder / BANK_FILE)
-        return cls(FaceNetwork(folder / GRAPH_FILE), saved["bank"].astype(np.float32), saved["is_ai"],
-                   saved["mean"], saved["scale"], int(saved["k"]), float(saved["threshold"]))  # fmt: skip
+        network = FaceNetwork(folder / GRAPH_FILE, folder / ONNX_FILE)
+        return cls(network, saved["bank"].astype(np.float32), saved["is_ai"], saved["mean"], saved["scale"],
+                   int(saved["k"]), float(saved["threshold"]))  # fmt: skip
 
 
 def log_odds(p: np.ndarray | float) -> np.ndarray:
@@ -249,9 +295,12 @@ def fit(
     return vote, figures
 
 
-def fit_face_vote(params, train_rows: list[dict], val_rows: list[dict]) -> tuple[FaceVote, dict[str, float]]:
-    """`fit` as the pipeline runs it: the manifests' rows read with split.max_pixels, the first class is AI,
-    the train params' degradations and seed, the face network at model.face_vote_graph."""
+def fit_face_vote(
+    params, train_rows: list[dict], val_rows: list[dict], folder: Path
+) -> tuple[FaceVote, dict[str, float]]:
+    """`fit` as the pipeline runs it, saved into `folder`: the manifests' rows read with split.max_pixels, the
+    first class is AI, the train params' degradations and seed, the face network at model.face_vote_graph
+    (exported to ONNX first, into `folder`, so that describing the faces runs on ONNX Runtime)."""
     from aivsreal.degradations import RandomDegrade
     from aivsreal.images import load_image
 
@@ -262,8 +311,11 @@ def fit_face_vote(params, train_rows: list[dict], val_rows: list[dict]) -> tuple
         return rows, np.array([row["label"] == params.data.class_names[0] for row in rows])
 
     network = FaceNetwork(Path(params.model.face_vote_graph))
+    network.export_onnx(Path(folder) / ONNX_FILE)
     augment = RandomDegrade.from_train_params(params.train)
-    return fit(network, load, split(train_rows), split(val_rows), augment, params.train.seed)
+    vote, figures = fit(network, load, split(train_rows), split(val_rows), augment, params.train.seed)
+    vote.save(folder, Path(params.model.face_vote_graph))
+    return vote, figures
 
 
 def main(argv: list[str] | None = None) -> None:
