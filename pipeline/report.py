@@ -337,7 +337,8 @@ def face_vote_paragraph(trained: dict) -> list:
         f"(HSE FaceRes), deciding at the mean of both thresholds (the vote's: {trained['face_vote_threshold']:.2f}). "
         f"On the validation faces' degraded copies the vote alone reached ROC AUC "
         f"{trained['face_vote_val_roc_auc']:.3f} and accuracy {trained['face_vote_val_accuracy']:.3f}; the test "
-        "metrics below are the joined answer's."
+        "metrics below are the joined answer's. Measured on facebench, the vote helps on unseen GAN faces and "
+        "hurts on unseen diffusion faces (docs/training.md)."
     )]  # fmt: skip
 
 
