@@ -9,16 +9,16 @@ nearest (cosine, after standardising with the bank's statistics). `k` (KS) and t
 picked on the validation faces' degraded copies. The answer averages the network's calibrated p(AI) and
 the vote, decided at the mean of the two thresholds (`FaceVote.join`).
 
-Why (benchmarks/RESULTS.md, rows "+F-face"): on facebench's leave-one-source-out folds, six wild
-conditions, this vote averaged with each of four trained models lifted the mean wild accuracy on the
-unseen source by 0.7-4.2 points and its lowest ROC AUC from 0.49-0.52 to 0.61-0.64. A face network's
-description carries what a generator gets wrong about faces across generators, where the trained network
-learns the training generators' own traces.
+Measured (benchmarks/RESULTS.md, rows "+F-face", "E8+vote" and "make facebench with the face vote"): a trade.
+On facebench's leave-one-source-out folds, six wild conditions, it lifted the unseen GAN source (`extra/`, ROC
+AUC 0.52 -> 0.66) and with it the fold mean, but on unseen Stable Diffusion faces it lowers accuracy (the
+preset's held-out `sd21/`: wild 0.643 -> 0.621): the face network tells GAN faces apart and is at chance on
+diffusion faces. Hence off by default.
 
 The weights are not part of this project: `fetch` downloads the npm package @vladmandic/human (MIT, its
 models folder) from the npm registry, checks the registry's sha512 of the package and the sha256 of the
-two files, and keeps only them (7 MB). The network runs in PyTorch (tfjs_graph.py) whatever engine the
-trained network uses.
+two files, and keeps only them (7 MB). The train stage exports the network to ONNX into the model
+(ONNX_FILE), and it answers on ONNX Runtime where that is installed, else in PyTorch (tfjs_graph.py).
 
     python -m aivsreal.face_vote fetch            # weights/faceres/faceres.json and .bin
 """
