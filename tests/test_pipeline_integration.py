@@ -340,6 +340,9 @@ def test_exp_run_with_a_face_vote_saves_it_in_the_logged_model_which_answers_wit
     monkeypatch.setenv("MLFLOW_TRACKING_URI", project["uri"])
     logged = load_predictor(f"runs:/{new.info.run_id}/model")
     assert logged.config.face_vote == FOLDER and logged.face_vote.k == new.data.metrics["face_vote_k"]
+    images = [logged.load(png_bytes(seed, size=64)) for seed in range(4)]
+    joined, network_alone = logged.predict_logits(images), logged.routed_logits(images)
+    assert abs(joined - network_alone).max() > 1e-6  # the served answer is the joined one
     report = Path(client.download_artifacts(new.info.run_id, "report/report.md")).read_text()
     assert "Face vote (model.face_vote)" in report
 
