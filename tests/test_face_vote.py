@@ -14,6 +14,7 @@ import urllib.request
 
 import numpy as np
 import pytest
+from helpers_images import encode
 from helpers_tfjs import small_network
 from PIL import Image
 
@@ -132,11 +133,7 @@ def test_a_logged_model_carries_its_face_vote_into_mlflow(voting_model, tmp_path
     images = toy_set(4, 8)[0]
     local = Predictor.from_dir(voting_model).predict_records(images)
     uri = champion_store(tmp_path, voting_model)
-    encoded = []
-    for image in images:
-        buffer = io.BytesIO()
-        image.save(buffer, "PNG")
-        encoded.append(encode_image(buffer.getvalue()))
+    encoded = [encode_image(encode(image, "PNG")) for image in images]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -232,9 +229,7 @@ def test_the_app_answers_with_the_face_vote_and_says_so(voting_model, monkeypatc
     app = AppTest.from_file(str(PROJECT / "webapp" / "app.py"), default_timeout=120)
     app.run()
     image = toy_face(True, 10, size=64)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    app.file_uploader[0].set_value([("face.png", buffer.getvalue(), "image/png")]).run()
+    app.file_uploader[0].set_value([("face.png", encode(image, "PNG"), "image/png")]).run()
     assert not app.exception, app.exception
     card = " ".join(m.value for m in app.sidebar.markdown)
     predictor = Predictor.from_dir(voting_model)

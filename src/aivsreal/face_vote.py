@@ -44,7 +44,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from aivsreal.calibration import probabilities
 from aivsreal.engines import ENGINE_ENV, OPSET, OnnxNetwork, strip_metadata
+from aivsreal.experts import shift_to_threshold
 from aivsreal.tfjs_graph import TfjsGraph
 
 log = logging.getLogger(__name__)
@@ -211,12 +213,10 @@ class FaceVote:
         exactly when (p_network + p_vote) / 2 >= (threshold + vote threshold) / 2."""
         if len(logits) == 0:
             return logits
-        from aivsreal.calibration import probabilities
-
-        mean = (probabilities(logits, temperature)[:, 0] + self.p_ai(images)) / 2
-        decide_at = (threshold + self.threshold) / 2
-        shifted = log_odds(mean) - log_odds(decide_at) + log_odds(threshold)
-        return np.stack([shifted, -shifted], axis=1) * temperature / 2
+        half = log_odds((probabilities(logits, temperature)[:, 0] + self.p_ai(images)) / 2) / 2
+        # the mean as logits of temperature 1 deciding at the mean threshold, moved as a forensic expert's are
+        return shift_to_threshold(np.stack([half, -half], axis=1), 1.0, (threshold + self.threshold) / 2, threshold,
+                                  temperature)  # fmt: skip
 
     def save(self, folder: Path, graph_json: Path) -> None:
         """The face network (its model.json as GRAPH_FILE, its weight files, and its ONNX graph as ONNX_FILE

